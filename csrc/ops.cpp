@@ -1,0 +1,51 @@
+// Every schema of the meshrec op namespace, declared once. Kernels register per backend in
+// their own files (TORCH_LIBRARY_IMPL); autograd and fake kernels are registered from Python
+// (meshrec/ops/_registrations.py), which set_python_module points the dispatcher to.
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
+
+#ifndef MESHREC_VERSION
+#define MESHREC_VERSION "unknown"
+#endif
+#ifndef MESHREC_CUDA_ARCHS
+#define MESHREC_CUDA_ARCHS ""
+#endif
+
+namespace meshrec {
+namespace {
+
+// JSON describing how this binary was built; read by meshrec.info().
+std::string build_info() {
+  std::string json = "{";
+  json += "\"meshrec_version\": \"" MESHREC_VERSION "\", ";
+  json += "\"torch_version\": \"" TORCH_VERSION "\", ";
+#if defined(MESHREC_WITH_CUDA)
+  json += "\"cuda\": true, \"cuda_archs\": \"" MESHREC_CUDA_ARCHS "\", ";
+#else
+  json += "\"cuda\": false, \"cuda_archs\": \"\", ";
+#endif
+#if defined(__clang__)
+  json += "\"compiler\": \"clang " __clang_version__ "\"";
+#elif defined(__GNUC__)
+  json += "\"compiler\": \"gcc " __VERSION__ "\"";
+#else
+  json += "\"compiler\": \"unknown\"";
+#endif
+  json += "}";
+  return json;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(meshrec, m) {
+  m.set_python_module("meshrec.ops._registrations");
+  m.def("_build_info() -> str", &build_info);
+
+  // Axis-angle (..., 3) -> rotation matrices (..., 3, 3).
+  m.def("rodrigues(Tensor axis_angle) -> Tensor");
+  m.def("rodrigues_backward(Tensor grad_rotation, Tensor axis_angle) -> Tensor");
+}
+
+}  // namespace meshrec

@@ -1,0 +1,69 @@
+// CPU kernels of meshrec::rodrigues and meshrec::rodrigues_backward.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include "../common/checks.h"
+#include "rodrigues.h"
+
+namespace meshrec {
+namespace {
+
+constexpr int64_t kRotationsPerTask = 4096;
+
+at::Tensor rodrigues_cpu(const at::Tensor& axis_angle) {
+  check_floating(axis_angle, "axis_angle");
+  check_last_dim(axis_angle, 3, "axis_angle", "(..., 3)");
+  const at::Tensor w = axis_angle.contiguous();
+  std::vector<int64_t> out_shape(w.sizes().begin(), w.sizes().end() - 1);
+  out_shape.push_back(3);
+  out_shape.push_back(3);
+  at::Tensor rotation = at::empty(out_shape, w.options());
+  const int64_t n = w.numel() / 3;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues", [&] {
+    const scalar_t* w_ptr = w.const_data_ptr<scalar_t>();
+    scalar_t* r_ptr = rotation.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, n, kRotationsPerTask, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        rotation::rodrigues_forward(w_ptr + 3 * i, r_ptr + 9 * i);
+      }
+    });
+  });
+  return rotation;
+}
+
+at::Tensor rodrigues_backward_cpu(const at::Tensor& grad_rotation, const at::Tensor& axis_angle) {
+  check_floating(axis_angle, "axis_angle");
+  check_last_dim(axis_angle, 3, "axis_angle", "(..., 3)");
+  check_same_dtype_device(grad_rotation, "grad_rotation", axis_angle, "axis_angle");
+  TORCH_CHECK(grad_rotation.numel() == 3 * axis_angle.numel(),
+              "meshrec: grad_rotation must have shape (..., 3, 3) matching axis_angle (..., 3), got ",
+              grad_rotation.sizes(), " and ", axis_angle.sizes());
+  const at::Tensor w = axis_angle.contiguous();
+  const at::Tensor g = grad_rotation.contiguous();
+  at::Tensor grad_w = at::empty_like(w);
+  const int64_t n = w.numel() / 3;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues_backward", [&] {
+    const scalar_t* w_ptr = w.const_data_ptr<scalar_t>();
+    const scalar_t* g_ptr = g.const_data_ptr<scalar_t>();
+    scalar_t* out_ptr = grad_w.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, n, kRotationsPerTask, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        rotation::rodrigues_backward(g_ptr + 9 * i, w_ptr + 3 * i, out_ptr + 3 * i);
+      }
+    });
+  });
+  return grad_w;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(meshrec, CPU, m) {
+  m.impl("rodrigues", &rodrigues_cpu);
+  m.impl("rodrigues_backward", &rodrigues_backward_cpu);
+}
+
+}  // namespace meshrec

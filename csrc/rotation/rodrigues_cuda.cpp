@@ -1,0 +1,62 @@
+// Torch binding of the Rodrigues CUDA kernels: checks, allocation, current stream.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include "../common/checks.h"
+#include "../common/cuda_binding.h"
+#include "rodrigues_cuda.h"
+
+namespace meshrec {
+namespace {
+
+at::Tensor rodrigues_cuda(const at::Tensor& axis_angle) {
+  check_floating(axis_angle, "axis_angle");
+  check_last_dim(axis_angle, 3, "axis_angle", "(..., 3)");
+  const c10::cuda::CUDAGuard guard(axis_angle.device());
+  const at::Tensor w = axis_angle.contiguous();
+  std::vector<int64_t> out_shape(w.sizes().begin(), w.sizes().end() - 1);
+  out_shape.push_back(3);
+  out_shape.push_back(3);
+  at::Tensor rotation = at::empty(out_shape, w.options());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues", [&] {
+    check_launch(cuda::launch_rodrigues_forward<scalar_t>(w.const_data_ptr<scalar_t>(),
+                                                          rotation.mutable_data_ptr<scalar_t>(), w.numel() / 3,
+                                                          stream),
+                 "rodrigues");
+  });
+  return rotation;
+}
+
+at::Tensor rodrigues_backward_cuda(const at::Tensor& grad_rotation, const at::Tensor& axis_angle) {
+  check_floating(axis_angle, "axis_angle");
+  check_last_dim(axis_angle, 3, "axis_angle", "(..., 3)");
+  check_same_dtype_device(grad_rotation, "grad_rotation", axis_angle, "axis_angle");
+  TORCH_CHECK(grad_rotation.numel() == 3 * axis_angle.numel(),
+              "meshrec: grad_rotation must have shape (..., 3, 3) matching axis_angle (..., 3), got ",
+              grad_rotation.sizes(), " and ", axis_angle.sizes());
+  const c10::cuda::CUDAGuard guard(axis_angle.device());
+  const at::Tensor w = axis_angle.contiguous();
+  const at::Tensor g = grad_rotation.contiguous();
+  at::Tensor grad_w = at::empty_like(w);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues_backward", [&] {
+    check_launch(cuda::launch_rodrigues_backward<scalar_t>(g.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                                           grad_w.mutable_data_ptr<scalar_t>(), w.numel() / 3,
+                                                           stream),
+                 "rodrigues_backward");
+  });
+  return grad_w;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(meshrec, CUDA, m) {
+  m.impl("rodrigues", &rodrigues_cuda);
+  m.impl("rodrigues_backward", &rodrigues_backward_cuda);
+}
+
+}  // namespace meshrec

@@ -1,0 +1,45 @@
+"""meshrec: 3D human mesh recovery with one SMPL, one set of metrics and methods as plugins.
+
+>>> import meshrec
+>>> pred = meshrec.predict("photo.jpg", method="hmr", checkpoint="hmr_gta_ft.pth", bbox=[x, y, w, h])
+>>> pred.vertices          # (people, 6890, 3), camera frame, metres
+"""
+
+from meshrec._version import __version__
+from meshrec.api import evaluate, list_datasets, list_methods, load_method, predict
+from meshrec.errors import (
+    BodyModelNotFoundError,
+    CheckpointError,
+    ImageReadError,
+    MeshrecError,
+    MissingInputError,
+    UnknownDatasetError,
+    UnknownMethodError,
+    UnsafePickleError,
+)
+from meshrec.hookspecs import hookimpl
+from meshrec.info import info
+from meshrec.methods import Input, Method, Prediction, Sample
+
+__all__ = [
+    "__version__",
+    "BodyModelNotFoundError",
+    "CheckpointError",
+    "ImageReadError",
+    "Input",
+    "MeshrecError",
+    "Method",
+    "MissingInputError",
+    "Prediction",
+    "Sample",
+    "UnknownDatasetError",
+    "UnknownMethodError",
+    "UnsafePickleError",
+    "evaluate",
+    "hookimpl",
+    "info",
+    "list_datasets",
+    "list_methods",
+    "load_method",
+    "predict",
+]

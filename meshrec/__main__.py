@@ -1,0 +1,5 @@
+import sys
+
+from meshrec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,416 @@
+"""The front door: ``list_methods``, ``load_method``, ``predict``, ``evaluate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from meshrec.errors import (
+    CheckpointError,
+    ImageReadError,
+    MissingInputError,
+    UnknownDatasetError,
+    UnknownMethodError,
+)
+from meshrec.io.images import IMAGE_SUFFIXES, check_image_file
+from meshrec.methods import Input, Method, Prediction, Sample
+from meshrec.plugins import get_plugin_manager
+
+__all__ = ["evaluate", "list_datasets", "list_methods", "load_method", "predict", "resolve_device"]
+
+# Methods and datasets the project's own plugin packages provide, for "pip install ..." hints.
+KNOWN_METHOD_PACKAGES = {
+    "hmr": "meshrec-hmr",
+    "fit": "meshrec-fit",
+    "sahmr": "meshrec-sahmr",
+    "mahmr": "meshrec-mahmr",
+    "sathmr": "meshrec-mahmr",
+    "egohmr": "meshrec-egohmr",
+    "motionbert": "meshrec-motionbert",
+}
+KNOWN_DATASET_PACKAGES = {
+    "pw3d": "meshrec-hmr",
+    "rich": "meshrec-sahmr",
+    "prox": "meshrec-sahmr",
+    "egobody": "meshrec-egohmr",
+}
+
+
+def list_methods() -> list[str]:
+    """Names of the methods installed plugins provide, sorted."""
+    return get_plugin_manager().methods().names()
+
+
+def list_datasets() -> list[str]:
+    """Names of the datasets / evaluation protocols installed plugins provide, sorted."""
+    return get_plugin_manager().datasets().names()
+
+
+def _not_installed_hint(name: str, known: dict[str, str], kind: str) -> str:
+    manager = get_plugin_manager()
+    broken = [info for info in manager.plugins() if info.error and name in (info.name, (info.distribution or ""))]
+    package = known.get(name)
+    if broken:
+        return f" The plugin {broken[0].name!r} that may provide it failed to load: {broken[0].error}."
+    if package:
+        return f" It is provided by the plugin package {package}: pip install --no-build-isolation {package}"
+    return ""
+
+
+def _method_class(name: str) -> type[Method]:
+    registry = get_plugin_manager().methods()
+    if name not in registry:
+        installed = ", ".join(registry.names()) or "none"
+        raise UnknownMethodError(
+            f"unknown method {name!r}. Installed methods: {installed}."
+            + _not_installed_hint(name, KNOWN_METHOD_PACKAGES, "method")
+        )
+    return registry[name].load()
+
+
+def resolve_device(device: str | int | torch.device | None) -> torch.device:
+    """``None`` means CUDA when available, else CPU. Refuses CUDA when there is none."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"invalid device {device!r}: {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use device='cpu'")
+    return resolved
+
+
+def _resolve_body_model(method_class: type[Method], body_model: Any, device: torch.device) -> nn.Module | None:
+    if method_class.body_model_type is None:
+        return None
+    if isinstance(body_model, nn.Module):
+        return body_model.to(device)
+    from meshrec.body import SMPL
+
+    if method_class.body_model_type != "smpl":
+        raise ValueError(f"method {method_class.name!r} needs a {method_class.body_model_type!r} body model")
+    return SMPL(model_path=body_model, gender=method_class.body_model_gender, create_transl=False).to(device)
+
+
+def load_method(
+    name: str,
+    checkpoint: str | Path | None = None,
+    body_model: str | Path | nn.Module | None = None,
+    device: str | torch.device | None = None,
+    **config: Any,
+) -> Method:
+    """Loads a method, ready to predict.
+
+    Args:
+        name: a registered method (see :func:`list_methods`).
+        checkpoint: the method's weights (the upstream's released file) when it needs them.
+        body_model: a folder or file with the SMPL files, or a body-model module; None searches
+            ``MESHREC_BODY_MODELS`` and ``~/.cache/meshrec/body_models``.
+        device: None for CUDA when available, else CPU.
+        **config: method-specific options.
+
+    Raises:
+        UnknownMethodError, CheckpointError, BodyModelNotFoundError: with what to do.
+    """
+    method_class = _method_class(name)
+    resolved_device = resolve_device(device)
+    checkpoint_path = None
+    if checkpoint is not None:
+        checkpoint_path = Path(checkpoint).expanduser()
+        if not checkpoint_path.is_file():
+            raise CheckpointError(f"checkpoint {checkpoint_path} does not exist (method {name!r})")
+    elif method_class.needs_checkpoint:
+        raise CheckpointError(
+            f"method {name!r} needs a checkpoint: pass checkpoint=PATH (CLI: --checkpoint PATH). "
+            + (method_class.checkpoint_help or "")
+        )
+    body = _resolve_body_model(method_class, body_model, resolved_device)
+    method = method_class.build(checkpoint_path, body, resolved_device, **config)
+    method.model.eval()
+    return method
+
+
+# ---------------------------------------------------------------------------------------------
+# predict
+
+
+def _expand_inputs(inputs: Any) -> tuple[list[tuple[str, Any]], bool]:
+    """(source name, image source) per item, and whether the input was a single item."""
+    if isinstance(inputs, (str, Path)):
+        path = Path(inputs).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not files:
+                raise ImageReadError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            return [(str(p), p) for p in files], False
+        return [(str(path), path)], True
+    if torch.is_tensor(inputs):
+        if inputs.dim() == 4:
+            return [(f"input[{i}]", image) for i, image in enumerate(inputs)], False
+        return [("input[0]", inputs)], True
+    if isinstance(inputs, np.ndarray):
+        if inputs.ndim == 4:
+            return [(f"input[{i}]", image) for i, image in enumerate(inputs)], False
+        return [("input[0]", inputs)], True
+    if isinstance(inputs, (list, tuple)):
+        items: list[tuple[str, Any]] = []
+        for i, item in enumerate(inputs):
+            if isinstance(item, (str, Path)):
+                items.append((str(item), Path(item).expanduser()))
+            elif isinstance(item, (np.ndarray, torch.Tensor)) or item is None:
+                items.append((f"input[{i}]", item))
+            else:
+                raise TypeError(f"input[{i}] must be a path, a numpy image or a tensor, got {type(item).__name__}")
+        return items, False
+    raise TypeError(
+        "inputs must be an image path, a folder, a list of paths, a numpy image (H, W, 3) uint8 or a "
+        f"tensor (3, H, W), got {type(inputs).__name__}"
+    )
+
+
+def _as_array(name: str, source: str, value: Any) -> np.ndarray:
+    if torch.is_tensor(value):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} for {source} must be numeric, got {type(value).__name__}") from None
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} for {source} contains NaN or infinite values")
+    return array
+
+
+def _bbox(value: Any, source: str, bbox_format: str) -> np.ndarray:
+    boxes = _as_array("bbox", source, value)
+    if boxes.ndim == 1:
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"bbox for {source} must have shape (4,) or (P, 4), got {boxes.shape}")
+    if bbox_format == "xywh":
+        boxes = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+    if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
+        raise ValueError(f"bbox for {source} has a box with zero or negative width or height ({bbox_format})")
+    return boxes
+
+
+def _camera(value: Any, source: str) -> np.ndarray:
+    camera = _as_array("camera", source, value)
+    if camera.shape != (3, 3):
+        raise ValueError(f"camera for {source} must be a (3, 3) intrinsics matrix K, got shape {camera.shape}")
+    if camera[0, 0] <= 0 or camera[1, 1] <= 0:
+        raise ValueError(f"camera for {source} must have positive focal lengths K[0,0], K[1,1]")
+    return camera
+
+
+def _points(name: str, value: Any, source: str, layouts: Sequence[int], width: Sequence[int]) -> np.ndarray:
+    array = _as_array(name, source, value)
+    if array.ndim not in layouts or array.shape[-1] not in width:
+        raise ValueError(f"{name} for {source} has shape {array.shape}; see meshrec.Input for the layout")
+    return array
+
+
+def _keypoints(value: Any, source: str, sequence: bool) -> np.ndarray:
+    name = "keypoint_sequence" if sequence else "keypoints"
+    array = _points(name, value, source, (3, 4) if sequence else (2, 3), (2, 3))
+    if array.shape[-1] == 2:
+        array = np.concatenate([array, np.ones((*array.shape[:-1], 1))], axis=-1)
+    if sequence and array.ndim == 3:
+        array = array[:, None]
+    if not sequence and array.ndim == 2:
+        array = array[None]
+    return array
+
+
+def _split_per_input(name: str, value: Any, count: int, single: bool) -> list[Any]:
+    if value is None:
+        return [None] * count
+    if single:
+        return [value]
+    if isinstance(value, (list, tuple)) and len(value) == count:
+        return list(value)
+    if isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"{name} is a list of {len(value)} entries for {count} inputs: give one entry per input, "
+            "or a numpy array / tensor to use the same value for every input"
+        )
+    return [value] * count
+
+
+def _make_samples(items: list[tuple[str, Any]], single: bool, extras: dict[str, Any], bbox_format: str) -> list[Sample]:
+    count = len(items)
+    split = {name: _split_per_input(name, value, count, single) for name, value in extras.items()}
+    samples = []
+    for index, (source, image_source) in enumerate(items):
+        values = {name: split[name][index] for name in split}
+        sample = Sample(index=index, source=source, image_source=image_source)
+        if values.get("bbox") is not None:
+            sample.bbox = _bbox(values["bbox"], source, bbox_format)
+        if values.get("camera") is not None:
+            sample.camera = _camera(values["camera"], source)
+        if values.get("scene") is not None:
+            sample.scene = _points("scene", values["scene"], source, (2,), (3,))
+        if values.get("keypoints") is not None:
+            sample.keypoints = _keypoints(values["keypoints"], source, sequence=False)
+        if values.get("keypoint_sequence") is not None:
+            sample.keypoint_sequence = _keypoints(values["keypoint_sequence"], source, sequence=True)
+        samples.append(sample)
+    return samples
+
+
+def _check_required_inputs(method_class: type[Method], samples: list[Sample]) -> None:
+    """Missing inputs and unreadable image files, found before any model is loaded."""
+    for needed in sorted(method_class.inputs, key=lambda item: item.value):
+        missing = [sample.source for sample in samples if not sample.has(needed)]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            how = "an image input" if needed is Input.IMAGE else f"{needed.value}=..."
+            raise MissingInputError(
+                f"method {method_class.name!r} needs {needed.value} for every input; missing for {shown} (pass {how})"
+            )
+    for sample in samples:
+        if isinstance(sample.image_source, Path):
+            check_image_file(sample.image_source, sample.source)
+
+
+def predict(
+    inputs: Any,
+    method: str | Method = "hmr",
+    checkpoint: str | Path | None = None,
+    body_model: str | Path | nn.Module | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    bbox_format: str = "xywh",
+    **per_input: Any,
+) -> Prediction | list[Prediction]:
+    """Recovers human meshes from images (and whatever else the method needs).
+
+    Args:
+        inputs: an image path, a folder of images, a list of paths or arrays, a numpy image
+            (H, W, 3) uint8 RGB (or a batch (B, H, W, 3)), or a tensor (3, H, W) / (B, 3, H, W)
+            float in [0, 1].
+        method: a method name (see :func:`list_methods`) or a method from :func:`load_method`.
+        checkpoint, body_model, device, **config: see :func:`load_method` (used with a name).
+        batch_size: items per batch (default: the method's).
+        progress: show a progress bar (default: on a terminal, when there is more than a batch).
+        bbox_format: "xywh" (default) or "xyxy", for ``bbox=``.
+        **per_input: extras per input item, by keyword: ``bbox=`` (4,) or (P, 4) pixels,
+            ``camera=`` (3, 3) intrinsics, ``scene=`` (N, 3) points in metres, ``keypoints=``
+            (P, K, 3) pixels and confidence, ``keypoint_sequence=`` (T, P, K, 3). With several
+            inputs, a list gives one value per input and an array is shared by all. Keywords
+            that are not extras are passed to :func:`load_method` as method options.
+
+    Returns:
+        One :class:`Prediction` for a single image, else a list in input order.
+    """
+    if bbox_format not in ("xywh", "xyxy"):
+        raise ValueError(f"bbox_format must be 'xywh' or 'xyxy', got {bbox_format!r}")
+    extras = {key: per_input.pop(key) for key in list(per_input) if key in Input.keywords()}
+    items, single = _expand_inputs(inputs)
+    samples = _make_samples(items, single, extras, bbox_format)
+
+    if isinstance(method, Method):
+        if per_input:
+            raise TypeError(f"unexpected keyword arguments for an already loaded method: {sorted(per_input)}")
+        method_class = type(method)
+    else:
+        method_class = _method_class(method)
+    unused = [key for key, value in extras.items()
+              if value is not None and Input(key) not in method_class.accepted_inputs()]
+    if unused:
+        raise ValueError(f"method {method_class.name!r} does not use {unused}; it accepts "
+                         f"{sorted(item.value for item in method_class.accepted_inputs())}")
+    # Every check that needs no network runs before the (slow) model load.
+    _check_required_inputs(method_class, samples)
+    loaded = method if isinstance(method, Method) else load_method(
+        method, checkpoint=checkpoint, body_model=body_model, device=device, **per_input)
+    for sample in samples:
+        loaded.check_sample(sample)
+
+    batch_size = batch_size or loaded.batch_size
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    show = progress if progress is not None else (len(samples) > batch_size and sys.stderr.isatty())
+    predictions: list[Prediction] = []
+    with tqdm(total=len(samples), disable=not show, unit="img", desc=f"meshrec {loaded.name}") as bar:
+        for start in range(0, len(samples), batch_size):
+            batch = samples[start : start + batch_size]
+            with torch.inference_mode():
+                results = loaded.predict_batch(batch)
+            if len(results) != len(batch):
+                raise RuntimeError(f"method {loaded.name!r} returned {len(results)} predictions for {len(batch)} inputs")
+            for sample, result in zip(batch, results):
+                result.source = result.source or sample.source
+                result.method = result.method or loaded.name
+                sample.release()
+            predictions.extend(results)
+            bar.update(len(batch))
+    return predictions[0] if single else predictions
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def evaluate(
+    method: str | Method,
+    dataset: str,
+    data_root: str | Path,
+    checkpoint: str | Path | None = None,
+    body_models: str | Path | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    output: str | Path | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Evaluates a method on a registered dataset / protocol (see :func:`list_datasets`).
+
+    Returns the protocol's metrics (millimetres for distances) with run metadata; writes them
+    as JSON to ``output`` when given.
+    """
+    from meshrec import __version__
+
+    registry = get_plugin_manager().datasets()
+    if dataset not in registry:
+        installed = ", ".join(registry.names()) or "none"
+        raise UnknownDatasetError(
+            f"unknown dataset {dataset!r}. Installed datasets: {installed}."
+            + _not_installed_hint(dataset, KNOWN_DATASET_PACKAGES, "dataset")
+        )
+    root = Path(data_root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"data root {root} does not exist")
+    evaluator = registry[dataset].load()
+    loaded = method if isinstance(method, Method) else load_method(
+        method, checkpoint=checkpoint, body_model=body_models, device=device)
+    started = time.perf_counter()
+    metrics = evaluator(
+        method=loaded,
+        data_root=root,
+        body_models=Path(body_models).expanduser() if body_models is not None else None,
+        batch_size=batch_size or loaded.batch_size,
+        progress=progress if progress is not None else sys.stderr.isatty(),
+        **options,
+    )
+    result = {
+        "method": loaded.name,
+        "dataset": dataset,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "metrics": metrics,
+        "meshrec_version": __version__,
+        "device": str(loaded.device),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if output is not None:
+        Path(output).write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -1,0 +1,537 @@
+"""SMPL and SMPL-H as torch modules: drop-in replacements for ``smplx.SMPL`` / ``smplx.SMPLH``.
+
+Same constructor arguments that matter (``model_path``, ``gender``, ``num_betas``, ``dtype``,
+``batch_size``, the ``create_*`` flags, ``age``/``kid_template_path``, ``joint_mapper``), same
+forward keywords (``betas``, ``body_pose``, ``global_orient``, ``transl``, ``pose2rot``), same
+output fields (``vertices``, ``joints`` with smplx's 45 joints, ``full_pose``, ...). Differences,
+all on the side of clearer behaviour:
+
+- ``model_path`` may be omitted: the file is searched in ``MESHREC_BODY_MODELS`` and
+  ``~/.cache/meshrec/body_models``; ``.pkl`` files load without chumpy, ``.npz`` too.
+- Inputs are checked: wrong shapes, dtypes, devices or non-finite values raise errors naming the
+  argument; unknown keyword arguments raise instead of being ignored.
+- Any argument with batch 1 is broadcast to the batch of the others.
+- Axis-angle goes through the exact Rodrigues formula (smplx perturbs the angle by 1e-8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import scipy.sparse
+import torch
+from torch import nn
+
+from meshrec.body.constants import NUM_SMPL_VERTICES, SMPL_VERTEX_JOINTS
+from meshrec.body.files import (
+    PathLike,
+    find_body_model_file,
+    load_body_model_arrays,
+    smpl_file_names,
+    smplh_file_names,
+)
+from meshrec.body.lbs import lbs
+from meshrec.ops import rodrigues
+
+__all__ = ["SMPL", "SMPLH", "SMPLHOutput", "SMPLOutput"]
+
+# smplx's forward/constructor keywords that have no meaning here but appear in copied code.
+_IGNORED_SMPLX_KEYWORDS = {"ext", "use_compressed"}
+
+
+@dataclass
+class SMPLOutput:
+    """Result of :class:`SMPL`; also readable as a mapping (``out["vertices"]``).
+
+    Attributes:
+        vertices: (B, V, 3) posed mesh in metres, ``transl`` applied; None with return_verts=False.
+        joints: (B, 45, 3): 24 kinematic joints, then the 21 vertex joints (nose, eyes, ears,
+            toes, heels, fingertips), ``transl`` applied; after ``joint_mapper`` if one is set.
+        betas: (B, NB) the shape coefficients used.
+        global_orient, body_pose: the pose inputs as given (axis-angle or rotation matrices).
+        full_pose: the concatenated pose, with return_full_pose=True.
+        transl: (B, 3) the translation applied, or None.
+        v_shaped: (B, V, 3) the shaped template before posing.
+    """
+
+    vertices: torch.Tensor | None = None
+    joints: torch.Tensor | None = None
+    betas: torch.Tensor | None = None
+    global_orient: torch.Tensor | None = None
+    body_pose: torch.Tensor | None = None
+    full_pose: torch.Tensor | None = None
+    transl: torch.Tensor | None = None
+    v_shaped: torch.Tensor | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def keys(self) -> Iterator[str]:
+        return (f.name for f in fields(self))
+
+    def values(self) -> Iterator[Any]:
+        return (getattr(self, f.name) for f in fields(self))
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return ((f.name, getattr(self, f.name)) for f in fields(self))
+
+
+@dataclass
+class SMPLHOutput(SMPLOutput):
+    """Result of :class:`SMPLH`: :class:`SMPLOutput` plus the hand poses used (axis-angle)."""
+
+    left_hand_pose: torch.Tensor | None = None
+    right_hand_pose: torch.Tensor | None = None
+
+
+def _dense(array: Any) -> np.ndarray:
+    if scipy.sparse.issparse(array):
+        return array.toarray()
+    return np.asarray(array)
+
+
+class SMPL(nn.Module):
+    """The SMPL body model (6890 vertices, 24 joints).
+
+    Args:
+        model_path: an SMPL file (.pkl/.npz) or a folder holding ``SMPL_{GENDER}.pkl`` (or the
+            official release names). None searches ``MESHREC_BODY_MODELS`` and
+            ``~/.cache/meshrec/body_models``.
+        gender: "neutral", "male" or "female" (chooses the file in a folder).
+        num_betas: shape coefficients used (at most the file's: 10 for v1.0, 300 for v1.1).
+        dtype: floating dtype of the arrays, torch.float32 or torch.float64.
+        batch_size: batch of the default parameters created by the ``create_*`` flags.
+        create_betas, create_global_orient, create_body_pose, create_transl: create
+            ``nn.Parameter`` defaults used when forward() is not given that input (smplx
+            semantics; with ``create_transl`` the translation parameter is always applied).
+        betas, global_orient, body_pose, transl: initial values of those parameters.
+        joint_mapper: optional callable mapping the (B, 45, 3) joints to another layout.
+        age: "adult", or "kid" to add the SMIL kid-template offset as one extra beta (smplx).
+        kid_template_path: the kid template (.npy, (6890, 3)) used with age="kid".
+        v_template: optional (V, 3) template replacing the file's.
+        vertex_ids: optional mapping from smplx's vertex-joint names to vertex ids.
+        use_hands, use_feet_keypoints: include the fingertip / foot vertex joints (smplx).
+        data_struct: arrays already loaded (mapping or object with attributes), instead of a file.
+    """
+
+    NUM_JOINTS = 23
+    NUM_BODY_JOINTS = 23
+    SHAPE_SPACE_DIM = 300
+    _file_names: Callable[[str], list[str]] = staticmethod(smpl_file_names)
+
+    def __init__(
+        self,
+        model_path: PathLike | None = None,
+        gender: str = "neutral",
+        num_betas: int = 10,
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 1,
+        create_betas: bool = True,
+        betas: Any = None,
+        create_global_orient: bool = True,
+        global_orient: Any = None,
+        create_body_pose: bool = True,
+        body_pose: Any = None,
+        create_transl: bool = True,
+        transl: Any = None,
+        joint_mapper: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        age: str = "adult",
+        kid_template_path: PathLike | None = None,
+        v_template: Any = None,
+        vertex_ids: Mapping[str, int] | None = None,
+        use_hands: bool = True,
+        use_feet_keypoints: bool = True,
+        data_struct: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        unknown = set(kwargs) - _IGNORED_SMPLX_KEYWORDS
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {sorted(unknown)}")
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if age not in ("adult", "kid"):
+            raise ValueError(f"age must be 'adult' or 'kid', got {age!r}")
+        self.gender = gender.lower()
+        self.age = age
+        self.dtype = dtype
+        self.joint_mapper = joint_mapper
+
+        if data_struct is None:
+            self.model_file: Path | None = find_body_model_file(self._file_names(self.gender), model_path)
+            arrays = load_body_model_arrays(self.model_file)
+        else:
+            self.model_file = None
+            arrays = dict(data_struct) if isinstance(data_struct, Mapping) else dict(vars(data_struct))
+        self._check_arrays(arrays)
+
+        file_betas = arrays["shapedirs"].shape[-1]
+        if not isinstance(num_betas, int) or num_betas < 0:
+            raise ValueError(f"num_betas must be a non-negative integer, got {num_betas!r}")
+        if num_betas > file_betas:
+            source = self.model_file or "the given arrays"
+            raise ValueError(f"num_betas={num_betas} but {source} has only {file_betas} shape components")
+        shapedirs = np.asarray(arrays["shapedirs"], dtype=np.float64)[:, :, :num_betas]
+        template = np.asarray(arrays["v_template"], dtype=np.float64)
+        if age == "kid":
+            if kid_template_path is None:
+                raise ValueError("age='kid' needs kid_template_path (the SMIL template, smpl_kid_template.npy)")
+            kid = np.load(find_body_model_file([Path(kid_template_path).name], kid_template_path), allow_pickle=False)
+            if kid.shape != template.shape:
+                raise ValueError(f"kid template has shape {kid.shape}, the model's template {template.shape}")
+            # As smplx: the centred kid template minus the (uncentred) adult one is one more beta.
+            kid_offset = (kid - kid.mean(axis=0)) - template
+            shapedirs = np.concatenate([shapedirs, kid_offset[:, :, None]], axis=2)
+        self._num_betas = shapedirs.shape[-1]
+
+        if v_template is not None:
+            template = v_template.detach().cpu().numpy() if torch.is_tensor(v_template) else np.asarray(v_template)
+            if template.shape != (arrays["v_template"].shape[0], 3):
+                raise ValueError(f"v_template must have shape {arrays['v_template'].shape}, got {template.shape}")
+
+        parents = np.asarray(arrays["kintree_table"][0]).astype(np.int64)
+        parents[0] = -1
+        self._parents_list = [int(p) for p in parents]
+        num_joints = len(parents)
+        posedirs = np.asarray(arrays["posedirs"], dtype=np.float64)
+        num_vertices = template.shape[0]
+
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype)
+
+        self.register_buffer("v_template", tensor(template))
+        self.register_buffer("shapedirs", tensor(shapedirs))
+        self.register_buffer("posedirs", tensor(posedirs.reshape(num_vertices * 3, -1).T))
+        self.register_buffer("J_regressor", tensor(_dense(arrays["J_regressor"])))
+        self.register_buffer("lbs_weights", tensor(_dense(arrays["weights"])))
+        self.register_buffer("parents", torch.as_tensor(parents))
+        self.faces = np.asarray(arrays["f"]).astype(np.int64)
+        self.register_buffer("faces_tensor", torch.as_tensor(self.faces))
+
+        vertex_joints = dict(vertex_ids) if vertex_ids is not None else None
+        selected = []
+        for name, index in SMPL_VERTEX_JOINTS:
+            group = "hands" if name.split("_")[-1] in {"thumb", "index", "middle", "ring", "pinky"} else (
+                "feet" if name.split("_")[-1] in {"toe", "heel"} else "face")
+            if (group == "hands" and not use_hands) or (group == "feet" and not use_feet_keypoints):
+                continue
+            selected.append(vertex_joints.get(name, index) if vertex_joints else index)
+        if num_vertices != NUM_SMPL_VERTICES:
+            selected = []  # vertex ids refer to SMPL's topology only
+        self.register_buffer("extra_joints_idxs", torch.as_tensor(selected, dtype=torch.long))
+        self.num_joints = num_joints
+
+        def parameter(create: bool, name: str, value: Any, width: int) -> None:
+            if not create:
+                return
+            if value is None:
+                data = torch.zeros(batch_size, width, dtype=dtype)
+            else:
+                data = torch.as_tensor(value, dtype=dtype).detach().clone().reshape(-1, width)
+            self.register_parameter(name, nn.Parameter(data, requires_grad=True))
+
+        parameter(create_betas, "betas", betas, self._num_betas)
+        parameter(create_global_orient, "global_orient", global_orient, 3)
+        parameter(create_body_pose, "body_pose", body_pose, 3 * self.NUM_BODY_JOINTS)
+        parameter(create_transl, "transl", transl, 3)
+
+    # ------------------------------------------------------------------------------------------
+    def _check_arrays(self, arrays: dict[str, Any]) -> None:
+        required = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+        missing = [key for key in required if key not in arrays]
+        if missing:
+            raise ValueError(f"{self.model_file or 'body model arrays'}: missing keys {missing} (not an SMPL-family file?)")
+        num_vertices = np.asarray(arrays["v_template"]).shape[0]
+        num_joints = np.asarray(arrays["kintree_table"]).shape[1]
+        expected_joints = self.NUM_BODY_JOINTS + 1 + 2 * getattr(self, "NUM_HAND_JOINTS", 0)
+        expected = {
+            "v_template": (num_vertices, 3),
+            "shapedirs": (num_vertices, 3, None),
+            "posedirs": (num_vertices, 3, (num_joints - 1) * 9),
+            "J_regressor": (num_joints, num_vertices),
+            "weights": (num_vertices, num_joints),
+            "kintree_table": (2, expected_joints),
+        }
+        for key, shape in expected.items():
+            actual = tuple(np.shape(arrays[key])) if not scipy.sparse.issparse(arrays[key]) else arrays[key].shape
+            if len(actual) != len(shape) or any(e is not None and a != e for a, e in zip(actual, shape)):
+                raise ValueError(
+                    f"{self.model_file or 'body model arrays'}: {key!r} has shape {actual}, expected "
+                    f"{tuple('N' if e is None else e for e in shape)} for a {type(self).__name__} model"
+                )
+        parents = np.asarray(arrays["kintree_table"][0]).astype(np.int64)[1:]
+        if np.any(parents >= np.arange(1, num_joints)) or np.any(parents < 0):
+            raise ValueError("kintree_table: every joint's parent must come before it")
+
+    @property
+    def num_betas(self) -> int:
+        return self._num_betas
+
+    @property
+    def num_expression_coeffs(self) -> int:
+        return 0
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def extra_repr(self) -> str:
+        source = f", file={self.model_file}" if self.model_file else ""
+        return f"gender={self.gender}, num_betas={self.num_betas}, dtype={self.dtype}{source}"
+
+    # ------------------------------------------------------------------------------------------
+    def _check_input(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(value):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dtype != self.v_template.dtype:
+            raise TypeError(
+                f"{name} has dtype {value.dtype} but the model holds {self.v_template.dtype} arrays; create "
+                f"the model with dtype={value.dtype} or convert the input"
+            )
+        if value.device != self.v_template.device:
+            raise ValueError(
+                f"{name} is on {value.device} but the model is on {self.v_template.device}; move one of them "
+                "(model.to(device) or tensor.to(device))"
+            )
+        if not torch.compiler.is_compiling() and value.numel() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return value
+
+    def _rotations(self, name: str, value: torch.Tensor, joints: int, pose2rot: bool) -> torch.Tensor:
+        value = self._check_input(name, value)
+        batch = value.shape[0] if value.dim() else 0
+        if pose2rot:
+            if value.dim() == 2 and value.shape[1] == 3 * joints:
+                return rodrigues(value.reshape(batch, joints, 3))
+            if value.dim() == 3 and value.shape[1:] == (joints, 3):
+                return rodrigues(value)
+            raise ValueError(
+                f"{name} must be axis-angle of shape (B, {3 * joints}) or (B, {joints}, 3) with pose2rot=True, "
+                f"got {tuple(value.shape)}"
+            )
+        if value.dim() == 4 and value.shape[1:] == (joints, 3, 3):
+            return value
+        if value.dim() == 2 and value.shape[1] == 9 * joints:
+            return value.reshape(batch, joints, 3, 3)
+        if joints == 1 and value.dim() == 3 and value.shape[1:] == (3, 3):
+            return value.unsqueeze(1)
+        raise ValueError(
+            f"{name} must be rotation matrices of shape (B, {joints}, 3, 3) with pose2rot=False, got {tuple(value.shape)}"
+        )
+
+    @staticmethod
+    def _broadcast(named: dict[str, torch.Tensor]) -> int:
+        sizes = {name: value.shape[0] for name, value in named.items()}
+        batch = max(sizes.values())
+        wrong = {name: size for name, size in sizes.items() if size not in (1, batch)}
+        if wrong:
+            raise ValueError(f"batch sizes disagree: {sizes}; each input must have batch {batch} or 1")
+        return batch
+
+    def _pose_parts(self, pose2rot: bool, **given: torch.Tensor | None) -> list[tuple[str, torch.Tensor, int]]:
+        """(name, value, joints) of the pose inputs in kinematic order."""
+        return [
+            ("global_orient", given["global_orient"], 1),
+            ("body_pose", given["body_pose"], self.NUM_BODY_JOINTS),
+        ]
+
+    def _defaulted(self, name: str, value: torch.Tensor | None) -> torch.Tensor:
+        if value is not None:
+            return value
+        default = getattr(self, name, None)
+        if default is None:
+            raise ValueError(f"{name} was not given and the model was created without a default for it (create_{name}=False)")
+        return default
+
+    def forward(
+        self,
+        betas: torch.Tensor | None = None,
+        body_pose: torch.Tensor | None = None,
+        global_orient: torch.Tensor | None = None,
+        transl: torch.Tensor | None = None,
+        return_verts: bool = True,
+        return_full_pose: bool = False,
+        pose2rot: bool = True,
+        **kwargs: Any,
+    ) -> SMPLOutput:
+        """Posed mesh and joints.
+
+        Args:
+            betas: (B, NB) shape coefficients; fewer than ``num_betas`` columns are zero-padded.
+            body_pose: (B, 69) axis-angle (pose2rot=True) or (B, 23, 3, 3) rotation matrices.
+            global_orient: (B, 3) axis-angle or (B, 1, 3, 3) / (B, 3, 3) rotation matrices.
+            transl: (B, 3) translation in metres, added to vertices and joints.
+            return_verts: return the vertices (smplx compatibility; they are always computed).
+            return_full_pose: also return the concatenated pose.
+            pose2rot: poses are axis-angle (True) or rotation matrices (False).
+
+        Any input left out takes the module's parameter (smplx semantics); an input of batch 1
+        is broadcast to the batch of the others.
+        """
+        return self._forward(betas, transl, return_verts, return_full_pose, pose2rot,
+                             dict(body_pose=body_pose, global_orient=global_orient), kwargs)
+
+    def _forward(self, betas, transl, return_verts, return_full_pose, pose2rot, poses, kwargs) -> SMPLOutput:
+        unknown = set(kwargs) - _IGNORED_SMPLX_KEYWORDS
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword arguments: {sorted(unknown)}")
+        given_poses = {name: self._defaulted(name, value) for name, value in poses.items()}
+        betas = self._check_input("betas", self._defaulted("betas", betas))
+        if betas.dim() != 2 or betas.shape[1] > self.num_betas:
+            raise ValueError(f"betas must have shape (B, {self.num_betas}) (or fewer columns), got {tuple(betas.shape)}")
+        if betas.shape[1] < self.num_betas:
+            betas = torch.nn.functional.pad(betas, (0, self.num_betas - betas.shape[1]))
+        apply_transl = transl is not None or hasattr(self, "transl")
+        if transl is None and hasattr(self, "transl"):
+            transl = self.transl
+        if transl is not None:
+            transl = self._check_input("transl", transl)
+            if transl.dim() != 2 or transl.shape[1] != 3:
+                raise ValueError(f"transl must have shape (B, 3), got {tuple(transl.shape)}")
+
+        parts = self._pose_parts(pose2rot, **given_poses)
+        rotations = {name: self._rotations(name, value, joints, pose2rot) for name, value, joints in parts}
+        batched = {"betas": betas, **rotations}
+        if transl is not None:
+            batched["transl"] = transl
+        batch = self._broadcast(batched)
+        full_rotations = torch.cat([rot.expand(batch, *rot.shape[1:]) for rot in rotations.values()], dim=1)
+        betas = betas.expand(batch, -1)
+
+        vertices, joints, v_shaped = lbs(
+            betas, full_rotations, self.v_template, self.shapedirs, self.posedirs,
+            self.J_regressor, self._parents_list, self.lbs_weights,
+        )
+        if self.extra_joints_idxs.numel():
+            joints = torch.cat([joints, vertices.index_select(1, self.extra_joints_idxs)], dim=1)
+        if self.joint_mapper is not None:
+            joints = self.joint_mapper(joints)
+        if apply_transl:
+            offset = transl.expand(batch, 3).unsqueeze(1)
+            joints = joints + offset
+            vertices = vertices + offset
+        full_pose = None
+        if return_full_pose:
+            full_pose = torch.cat([value.expand(batch, *value.shape[1:]).reshape(batch, -1) for _, value, _ in parts], dim=1)
+        return self._output(
+            vertices=vertices if return_verts else None, joints=joints, betas=betas,
+            full_pose=full_pose, transl=transl if apply_transl else None, v_shaped=v_shaped,
+            **{name: value for name, value, _ in parts},
+        )
+
+    def _output(self, **values: Any) -> SMPLOutput:
+        return SMPLOutput(**values)
+
+    def forward_shape(self, betas: torch.Tensor | None = None) -> SMPLOutput:
+        """The shaped template (B, V, 3) in the rest pose, as smplx's ``forward_shape``."""
+        betas = self._check_input("betas", self._defaulted("betas", betas))
+        v_shaped = self.v_template + torch.einsum("bl,vkl->bvk", betas, self.shapedirs[:, :, : betas.shape[1]])
+        return SMPLOutput(vertices=v_shaped, betas=betas, v_shaped=v_shaped)
+
+
+class SMPLH(SMPL):
+    """SMPL-H: SMPL's body (22 joints) plus articulated hands (2 x 15 joints), 52 joints.
+
+    Extra arguments over :class:`SMPL` (smplx semantics): ``use_pca`` and ``num_pca_comps``
+    (hand poses as PCA coefficients, default True and 6), ``flat_hand_mean`` (the hands' rest
+    pose is flat instead of the file's mean), ``create_left_hand_pose``/``left_hand_pose`` and
+    the right-hand counterparts. Joints are the 52 kinematic ones plus the 21 vertex joints.
+    """
+
+    NUM_BODY_JOINTS = 21
+    NUM_HAND_JOINTS = 15
+    NUM_JOINTS = NUM_BODY_JOINTS + 2 * NUM_HAND_JOINTS
+    SHAPE_SPACE_DIM = 16
+    _file_names = staticmethod(smplh_file_names)
+
+    def __init__(
+        self,
+        model_path: PathLike | None = None,
+        *,
+        use_pca: bool = True,
+        num_pca_comps: int = 6,
+        flat_hand_mean: bool = False,
+        create_left_hand_pose: bool = True,
+        left_hand_pose: Any = None,
+        create_right_hand_pose: bool = True,
+        right_hand_pose: Any = None,
+        batch_size: int = 1,
+        data_struct: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if data_struct is None:
+            gender = kwargs.get("gender", "neutral").lower()
+            path = find_body_model_file(smplh_file_names(gender), model_path)
+            data_struct = load_body_model_arrays(path)
+        else:
+            path = None
+            data_struct = dict(data_struct) if isinstance(data_struct, Mapping) else dict(vars(data_struct))
+        super().__init__(model_path, batch_size=batch_size, data_struct=data_struct, **kwargs)
+        self.model_file = path
+        self.use_pca = use_pca
+        self.num_pca_comps = num_pca_comps
+        self.flat_hand_mean = flat_hand_mean
+        for side, letter in (("left", "l"), ("right", "r")):
+            if use_pca:
+                components = np.asarray(data_struct[f"hands_components{letter}"], dtype=np.float64)
+                if not 0 < num_pca_comps <= components.shape[0]:
+                    raise ValueError(f"num_pca_comps must be in 1..{components.shape[0]}, got {num_pca_comps}")
+                self.register_buffer(f"{side}_hand_components",
+                                     torch.as_tensor(components[:num_pca_comps], dtype=self.dtype))
+            mean = np.asarray(data_struct[f"hands_mean{letter}"], dtype=np.float64)
+            self.register_buffer(f"{side}_hand_mean", torch.as_tensor(np.zeros_like(mean) if flat_hand_mean else mean,
+                                                                      dtype=self.dtype))
+        width = num_pca_comps if use_pca else 3 * self.NUM_HAND_JOINTS
+        for side, create, value in (("left", create_left_hand_pose, left_hand_pose),
+                                    ("right", create_right_hand_pose, right_hand_pose)):
+            if create:
+                data = (torch.zeros(batch_size, width, dtype=self.dtype) if value is None
+                        else torch.as_tensor(value, dtype=self.dtype).detach().clone().reshape(-1, width))
+                self.register_parameter(f"{side}_hand_pose", nn.Parameter(data, requires_grad=True))
+
+    def _hand_axis_angle(self, side: str, value: torch.Tensor) -> torch.Tensor:
+        value = self._check_input(f"{side}_hand_pose", value)
+        if self.use_pca:
+            components = getattr(self, f"{side}_hand_components")
+            if value.dim() != 2 or value.shape[1] != components.shape[0]:
+                raise ValueError(f"{side}_hand_pose must have shape (B, {components.shape[0]}) PCA coefficients, "
+                                 f"got {tuple(value.shape)}")
+            value = value @ components
+        return value + getattr(self, f"{side}_hand_mean")
+
+    def _pose_parts(self, pose2rot: bool, **given: torch.Tensor | None) -> list[tuple[str, torch.Tensor, int]]:
+        parts = super()._pose_parts(pose2rot, **given)
+        for side in ("left", "right"):
+            value = given[f"{side}_hand_pose"]
+            if pose2rot:
+                value = self._hand_axis_angle(side, value)
+            parts.append((f"{side}_hand_pose", value, self.NUM_HAND_JOINTS))
+        return parts
+
+    def _output(self, **values: Any) -> SMPLHOutput:
+        return SMPLHOutput(**values)
+
+    def forward(
+        self,
+        betas: torch.Tensor | None = None,
+        global_orient: torch.Tensor | None = None,
+        body_pose: torch.Tensor | None = None,
+        left_hand_pose: torch.Tensor | None = None,
+        right_hand_pose: torch.Tensor | None = None,
+        transl: torch.Tensor | None = None,
+        return_verts: bool = True,
+        return_full_pose: bool = False,
+        pose2rot: bool = True,
+        **kwargs: Any,
+    ) -> SMPLHOutput:
+        """As :meth:`SMPL.forward`, with ``body_pose`` (B, 63) and hand poses: PCA coefficients
+        (B, num_pca_comps) with use_pca, else (B, 45) axis-angle; with pose2rot=False the hand
+        poses are (B, 15, 3, 3) rotation matrices and no hand mean is added."""
+        poses = dict(global_orient=global_orient, body_pose=body_pose,
+                     left_hand_pose=left_hand_pose, right_hand_pose=right_hand_pose)
+        return self._forward(betas, transl, return_verts, return_full_pose, pose2rot, poses, kwargs)

@@ -1,0 +1,334 @@
+"""Methods, their inputs and their predictions.
+
+A *method* (HMR, SA-HMR, fitting, ...) is a subclass of :class:`Method` that a plugin registers
+in a :class:`MethodRegistry`. It declares the inputs it needs, builds its network from a
+checkpoint and a body model, and turns a batch of :class:`Sample` into :class:`Prediction`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+from meshrec.errors import ImageReadError
+
+__all__ = [
+    "Input",
+    "Method",
+    "MethodRegistry",
+    "MethodSpec",
+    "Prediction",
+    "Sample",
+]
+
+
+class Input(str, Enum):
+    """What a method may need per input item (the keyword of ``meshrec.predict`` in brackets)."""
+
+    IMAGE = "image"  # the positional input: (H, W, 3) uint8 RGB
+    BBOX = "bbox"  # (P, 4) person boxes in pixels, stored as x1, y1, x2, y2
+    CAMERA = "camera"  # (3, 3) intrinsics K in pixels
+    SCENE = "scene"  # (N, 3) scene points, camera frame, metres
+    KEYPOINTS = "keypoints"  # (P, K, 3) 2D keypoints in pixels with confidence
+    KEYPOINT_SEQUENCE = "keypoint_sequence"  # (T, P, K, 3) keypoints over T frames
+
+    @classmethod
+    def keywords(cls) -> tuple[str, ...]:
+        """Keyword names ``meshrec.predict`` accepts for per-input extras."""
+        return tuple(member.value for member in cls if member is not cls.IMAGE)
+
+
+@dataclass
+class Sample:
+    """One input item handed to :meth:`Method.predict_batch`.
+
+    ``image_source`` is a path or an array; :meth:`image` decodes it on first use, so that a
+    long list of files is read batch by batch. Extras are numpy arrays in the layouts of
+    :class:`Input` (boxes always x1, y1, x2, y2).
+    """
+
+    index: int
+    source: str
+    image_source: Any = None
+    bbox: np.ndarray | None = None
+    camera: np.ndarray | None = None
+    scene: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    keypoint_sequence: np.ndarray | None = None
+    _image: np.ndarray | None = field(default=None, repr=False)
+
+    def has(self, item: Input) -> bool:
+        if item is Input.IMAGE:
+            return self.image_source is not None
+        return getattr(self, item.value) is not None
+
+    def image(self) -> np.ndarray:
+        """The image as (H, W, 3) uint8 RGB, decoded once."""
+        if self._image is None:
+            from meshrec.io.images import read_image
+
+            if self.image_source is None:
+                raise ImageReadError(f"input {self.source} has no image")
+            self._image = read_image(self.image_source, name=self.source)
+        return self._image
+
+    def release(self) -> None:
+        """Drops the decoded image (after its batch) so long inputs do not pile up in memory."""
+        if isinstance(self.image_source, (str, Path)):
+            self._image = None
+
+
+@dataclass
+class Prediction:
+    """Bodies recovered from one input item.
+
+    Attributes:
+        vertices: (P, V, 3) mesh of each of the P people, camera frame, metres.
+        joints: (P, J, 3) joints, camera frame, metres (layout in ``joint_names`` when known).
+        global_orient: (P, 3, 3) root rotation, camera frame.
+        body_pose: (P, Jb, 3, 3) local joint rotations (23 for SMPL).
+        betas: (P, NB) shape coefficients.
+        transl: (P, 3) translation added to the body model output, metres.
+        scores: (P,) confidence per person (1 when the method has none).
+        method: name of the method that produced it.
+        faces: (F, 3) int64 triangles of the mesh, or None.
+        samples: (P, S, V, 3) sampled meshes of probabilistic methods, or None.
+        extras: method-specific outputs (e.g. the weak-perspective camera).
+        source: the input it came from (path, or "input[i]").
+        joint_names: names of the J joints, when the method states them.
+    """
+
+    vertices: torch.Tensor
+    joints: torch.Tensor
+    global_orient: torch.Tensor
+    body_pose: torch.Tensor
+    betas: torch.Tensor
+    transl: torch.Tensor
+    scores: torch.Tensor
+    method: str = ""
+    faces: torch.Tensor | None = None
+    samples: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    joint_names: tuple[str, ...] | None = None
+
+    _CONTEXT_FIELDS: ClassVar[tuple[str, ...]] = ("method", "source", "joint_names")
+
+    @property
+    def num_people(self) -> int:
+        return int(self.vertices.shape[0])
+
+    def _map(self, fn: Callable[[torch.Tensor], Any]) -> "Prediction":
+        def convert(value: Any) -> Any:
+            if torch.is_tensor(value):
+                return fn(value)
+            if isinstance(value, dict):
+                return {key: convert(item) for key, item in value.items()}
+            return value
+
+        return replace(self, **{f.name: convert(getattr(self, f.name)) for f in fields(self)})
+
+    def to(self, device: str | torch.device) -> "Prediction":
+        return self._map(lambda tensor: tensor.to(device))
+
+    def cpu(self) -> "Prediction":
+        return self.to("cpu")
+
+    def detach(self) -> "Prediction":
+        return self._map(lambda tensor: tensor.detach())
+
+    def numpy(self) -> dict[str, Any]:
+        """All fields as numpy arrays (extras flattened as ``extras/<key>``), for saving."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extras":
+                for key, item in value.items():
+                    out[f"extras/{key}"] = item.detach().cpu().numpy() if torch.is_tensor(item) else np.asarray(item)
+            elif torch.is_tensor(value):
+                out[f.name] = value.detach().cpu().numpy()
+            elif value is not None:
+                out[f.name] = np.asarray(value)
+        return out
+
+    def save_npz(self, path: str | Path) -> Path:
+        path = Path(path)
+        np.savez(path, **self.numpy())
+        return path
+
+
+def _flatten_prediction(prediction: Prediction) -> tuple[list[Any], tuple]:
+    names = [f.name for f in fields(prediction) if f.name not in Prediction._CONTEXT_FIELDS]
+    children = [getattr(prediction, name) for name in names]
+    context = (tuple(names), *(getattr(prediction, name) for name in Prediction._CONTEXT_FIELDS))
+    return children, context
+
+
+def _unflatten_prediction(children: Any, context: tuple) -> Prediction:
+    names, *constants = context
+    values = dict(zip(names, children))
+    values.update(zip(Prediction._CONTEXT_FIELDS, constants))
+    return Prediction(**values)
+
+
+def _flatten_prediction_with_keys(prediction: Prediction):
+    children, context = _flatten_prediction(prediction)
+    return [(pytree.GetAttrKey(name), child) for name, child in zip(context[0], children)], context
+
+
+pytree.register_pytree_node(
+    Prediction,
+    _flatten_prediction,
+    _unflatten_prediction,
+    serialized_type_name="meshrec.Prediction",
+    flatten_with_keys_fn=_flatten_prediction_with_keys,
+)
+
+
+class Method:
+    """Base class of every method.
+
+    A subclass sets the class attributes below and implements :meth:`build` and
+    :meth:`predict_batch`; :func:`meshrec.load_method` does the rest (resolving the checkpoint,
+    the body model and the device, and checking inputs before any work).
+
+    Class attributes:
+        name: registry name, e.g. "hmr".
+        summary: one line for ``meshrec plugins``.
+        inputs: inputs every item must have.
+        optional_inputs: inputs used when given.
+        needs_checkpoint: whether a checkpoint path is required.
+        checkpoint_help: where users get the weights (shown when the checkpoint is missing).
+        body_model_type: "smpl" (an SMPL module is loaded and passed to build) or None.
+        body_model_gender: which SMPL the method runs.
+        batch_size: default items per batch in ``meshrec.predict``.
+        joint_names: names of the joints in ``Prediction.joints``.
+
+    Instance attributes:
+        model: the network, a ``torch.nn.Module`` (in eval mode after loading).
+        body_model: the body model module, or None.
+        device: where ``model`` lives.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    inputs: ClassVar[frozenset[Input]] = frozenset({Input.IMAGE})
+    optional_inputs: ClassVar[frozenset[Input]] = frozenset()
+    needs_checkpoint: ClassVar[bool] = False
+    checkpoint_help: ClassVar[str] = ""
+    body_model_type: ClassVar[str | None] = "smpl"
+    body_model_gender: ClassVar[str] = "neutral"
+    batch_size: ClassVar[int] = 16
+    joint_names: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, model: nn.Module, body_model: nn.Module | None, device: torch.device, **config: Any):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(self).__name__}.model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.body_model = body_model
+        self.device = torch.device(device)
+        self.config = config
+
+    @classmethod
+    def build(
+        cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device, **config: Any
+    ) -> "Method":
+        """Creates the method: its network with the checkpoint's weights, on ``device``."""
+        raise NotImplementedError(f"{cls.__name__} must implement build()")
+
+    def predict_batch(self, samples: list[Sample]) -> list[Prediction]:
+        """One :class:`Prediction` per sample, in order. Runs under ``torch.inference_mode``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement predict_batch()")
+
+    def check_sample(self, sample: Sample) -> None:
+        """Extra per-item checks before any work (raise ValueError with what to do)."""
+
+    @classmethod
+    def accepted_inputs(cls) -> frozenset[Input]:
+        return cls.inputs | cls.optional_inputs
+
+    def to(self, device: str | torch.device) -> "Method":
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        if self.body_model is not None:
+            self.body_model.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<meshrec method {self.name!r} on {self.device}>"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its name, where its class lives, and which plugin registered it.
+
+    ``target`` is ``"package.module:ClassName"`` (imported on first use, so that registering
+    costs nothing) or the :class:`Method` subclass itself.
+    """
+
+    name: str
+    target: str | type
+    summary: str = ""
+    plugin: str = ""
+
+    def load(self) -> type[Method]:
+        target = self.target
+        if isinstance(target, str):
+            module_name, _, attribute = target.partition(":")
+            if not attribute:
+                raise ValueError(f"method {self.name!r}: target must be 'module:ClassName', got {target!r}")
+            target = getattr(importlib.import_module(module_name), attribute)
+        if not (isinstance(target, type) and issubclass(target, Method)):
+            raise TypeError(f"method {self.name!r} (plugin {self.plugin!r}): {target!r} is not a meshrec.Method subclass")
+        return target
+
+
+class MethodRegistry:
+    """The methods plugins add through the ``meshrec_register_methods`` hook.
+
+    >>> registry.add("hmr", "meshrec_hmr.method:HMR", summary="HMR (mmhuman3d checkpoints)")
+    """
+
+    def __init__(self) -> None:
+        self._specs: dict[str, MethodSpec] = {}
+        self.current_plugin = ""
+
+    def add(self, name: str, target: str | type, summary: str = "") -> MethodSpec:
+        """Registers a method under ``name`` (lower case, letters, digits, '-' and '_')."""
+        if not isinstance(name, str) or not name or name != name.lower() or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"method names are lower-case words with '-' or '_', got {name!r}")
+        spec = MethodSpec(name=name, target=target, summary=summary, plugin=self.current_plugin)
+        existing = self._specs.get(name)
+        if existing is not None:
+            warnings.warn(
+                f"meshrec: method {name!r} is registered by both {existing.plugin!r} and {spec.plugin!r}; "
+                f"keeping {existing.plugin!r}'s. Block one with MESHREC_DISABLE_PLUGINS.",
+                stacklevel=2,
+            )
+            return existing
+        self._specs[name] = spec
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __getitem__(self, name: str) -> MethodSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[MethodSpec]:
+        return iter(sorted(self._specs.values(), key=lambda spec: spec.name))
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)

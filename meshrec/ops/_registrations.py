@@ -1,0 +1,57 @@
+"""Autograd formulas and fake ("meta") kernels of the compiled ops.
+
+Imported only after ``meshrec._C`` has loaded (see meshrec.extension), so a missing or broken
+library never turns into an import error here. The schemas themselves are declared in
+csrc/ops.cpp.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _no_double_backward(name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"meshrec::{name} has no double backward (gradients of its gradient). "
+            "Use the pure-PyTorch reference in meshrec.ops.reference for higher-order derivatives."
+        )
+
+    return backward
+
+
+# ---------------------------------------------------------------------------------------------
+# rodrigues
+
+
+@torch.library.register_fake("meshrec::rodrigues")
+def _rodrigues_fake(axis_angle: torch.Tensor) -> torch.Tensor:
+    torch._check(axis_angle.dim() >= 1 and axis_angle.size(-1) == 3, lambda: "axis_angle must be (..., 3)")
+    torch._check(axis_angle.dtype in (torch.float32, torch.float64), lambda: "axis_angle must be float32/64")
+    return axis_angle.new_empty((*axis_angle.shape[:-1], 3, 3))
+
+
+@torch.library.register_fake("meshrec::rodrigues_backward")
+def _rodrigues_backward_fake(grad_rotation: torch.Tensor, axis_angle: torch.Tensor) -> torch.Tensor:
+    torch._check(grad_rotation.numel() == 3 * axis_angle.numel(), lambda: "grad_rotation must be (..., 3, 3)")
+    return torch.empty_like(axis_angle, memory_format=torch.contiguous_format)
+
+
+def _rodrigues_setup_context(ctx, inputs, output):
+    (axis_angle,) = inputs
+    ctx.save_for_backward(axis_angle)
+
+
+def _rodrigues_backward(ctx, grad_rotation):
+    (axis_angle,) = ctx.saved_tensors
+    return torch.ops.meshrec.rodrigues_backward(grad_rotation, axis_angle)
+
+
+torch.library.register_autograd(
+    "meshrec::rodrigues", _rodrigues_backward, setup_context=_rodrigues_setup_context
+)
+torch.library.register_autograd(
+    "meshrec::rodrigues_backward",
+    _no_double_backward("rodrigues"),
+    setup_context=lambda ctx, inputs, output: None,
+)

@@ -1,0 +1,109 @@
+"""The ``example`` method: the template body placed upright in each person box."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import meshrec
+from meshrec.body import SMPL_OUTPUT_JOINT_NAMES
+
+# SMPL's canonical frame is y up, facing +z; the camera frame is y down, z forward. A rotation
+# of pi about x stands the body upright, facing the camera.
+UPRIGHT_FACING_CAMERA = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+
+
+def default_camera(height: int, width: int) -> torch.Tensor:
+    """Intrinsics used when none are given: focal length = image diagonal in pixels (about a
+    53 degree diagonal field of view), principal point at the image centre."""
+    focal = math.hypot(height, width)
+    return torch.tensor([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+class TemplatePlacement(nn.Module):
+    """Translation that makes an upright template fill each box.
+
+    The template's vertical extent H (metres) spans the box height h (pixels), so its depth is
+    z = f_y H / h, and the template's box centre is back-projected from the box centre.
+
+    Args:
+        upright_vertices: (V, 3) template vertices after the upright rotation, metres.
+    """
+
+    def __init__(self, upright_vertices: torch.Tensor):
+        super().__init__()
+        low, high = upright_vertices.amin(0), upright_vertices.amax(0)
+        self.register_buffer("centre", (low + high) / 2)
+        self.register_buffer("height", high[1] - low[1])
+
+    def forward(self, boxes: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        """boxes (P, 4) x1, y1, x2, y2 pixels; camera (3, 3) -> translation (P, 3) metres."""
+        box_height = boxes[:, 3] - boxes[:, 1]
+        depth = camera[1, 1] * self.height / box_height
+        u = (boxes[:, 0] + boxes[:, 2]) / 2
+        v = (boxes[:, 1] + boxes[:, 3]) / 2
+        target = torch.stack([(u - camera[0, 2]) * depth / camera[0, 0],
+                              (v - camera[1, 2]) * depth / camera[1, 1], depth], dim=-1)
+        return target - self.centre
+
+
+class TemplateBaseline(meshrec.Method):
+    name = "example"
+    summary = "template body standing upright in each box"
+    inputs = frozenset({meshrec.Input.IMAGE})
+    optional_inputs = frozenset({meshrec.Input.BBOX, meshrec.Input.CAMERA})
+    needs_checkpoint = False
+    batch_size = 64
+    joint_names = SMPL_OUTPUT_JOINT_NAMES
+
+    @classmethod
+    def build(cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device, **config: Any):
+        if config:
+            raise TypeError(f"method 'example' takes no options, got {sorted(config)}")
+        if checkpoint is not None:
+            raise meshrec.CheckpointError("method 'example' has no weights; do not pass a checkpoint")
+        rotation = UPRIGHT_FACING_CAMERA.to(device=device, dtype=body_model.v_template.dtype)
+        rest = body_model(global_orient=rotation[None], body_pose=cls._identity_pose(body_model, 1),
+                          betas=torch.zeros(1, body_model.num_betas, dtype=rotation.dtype, device=device),
+                          pose2rot=False)
+        model = TemplatePlacement(rest.vertices[0].detach()).to(device)
+        method = cls(model, body_model, device)
+        method.rest_vertices = rest.vertices[0].detach()
+        method.rest_joints = rest.joints[0].detach()
+        method.rotation = rotation
+        return method
+
+    @staticmethod
+    def _identity_pose(body_model: nn.Module, count: int) -> torch.Tensor:
+        eye = torch.eye(3, dtype=body_model.v_template.dtype, device=body_model.v_template.device)
+        return eye.expand(count, body_model.NUM_BODY_JOINTS, 3, 3)
+
+    def predict_batch(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
+        dtype = self.rest_vertices.dtype
+        predictions = []
+        for sample in samples:
+            height, width = sample.image().shape[:2]
+            camera = (torch.as_tensor(sample.camera, dtype=dtype) if sample.camera is not None
+                      else default_camera(height, width).to(dtype))
+            boxes = (torch.as_tensor(sample.bbox, dtype=dtype) if sample.bbox is not None
+                     else torch.tensor([[0.0, 0.0, width, height]], dtype=dtype))
+            camera, boxes = camera.to(self.device), boxes.to(self.device)
+            transl = self.model(boxes, camera)
+            people = len(boxes)
+            predictions.append(meshrec.Prediction(
+                vertices=self.rest_vertices + transl[:, None],
+                joints=self.rest_joints + transl[:, None],
+                global_orient=self.rotation.expand(people, 3, 3),
+                body_pose=self._identity_pose(self.body_model, people),
+                betas=torch.zeros(people, self.body_model.num_betas, dtype=dtype, device=self.device),
+                transl=transl,
+                scores=torch.ones(people, dtype=dtype, device=self.device),
+                faces=self.body_model.faces_tensor,
+                joint_names=self.joint_names,
+                extras={"camera": camera},
+            ))
+        return predictions
