@@ -5,6 +5,7 @@
 >>> pred.vertices          # (people, 6890, 3), camera frame, metres
 """
 
+from meshrec import extension
 from meshrec._version import __version__
 from meshrec.api import evaluate, list_datasets, list_methods, load_method, predict
 from meshrec.errors import (

@@ -26,7 +26,7 @@ class BodyModelNotFoundError(MeshrecError, FileNotFoundError):
     """A body-model file (SMPL, SMPL-H, a joint regressor) is in none of the places searched."""
 
     def __init__(self, filename: str, searched: list[str]):
-        self.filename = filename
+        self.missing_file = filename
         self.searched = list(searched)
         places = "\n".join(f"  - {place}" for place in searched) or "  (nowhere: no location given)"
         super().__init__(
@@ -35,6 +35,9 @@ class BodyModelNotFoundError(MeshrecError, FileNotFoundError):
             f"{SMPL_REGISTRATION_URL}, download the model files, and pass their folder as "
             "body_model=..., or set MESHREC_BODY_MODELS, or put them in ~/.cache/meshrec/body_models."
         )
+
+    def __str__(self) -> str:  # OSError's own formatting would print "[Errno None]"
+        return str(self.args[0])
 
 
 class UnsafePickleError(MeshrecError, pickle.UnpicklingError):
@@ -65,3 +68,6 @@ class CheckpointError(MeshrecError, ValueError):
 
 class ImageReadError(MeshrecError, OSError):
     """An input image cannot be read or decoded."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -31,27 +31,37 @@ class MeshrecFallbackWarning(UserWarning):
     """An op runs its pure-PyTorch reference instead of the compiled kernel."""
 
 
-@lru_cache(maxsize=None)
-def _load() -> tuple[bool, str | None]:
+# Plain module globals rather than a cache decorator: torch.compile reads them as constants.
+_loaded: bool | None = None
+_load_error: str | None = None
+
+
+def _load() -> None:
+    global _loaded, _load_error
     if os.environ.get(DISABLE_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}:
-        return False, f"disabled by {DISABLE_VARIABLE}"
+        _loaded, _load_error = False, f"disabled by {DISABLE_VARIABLE}"
+        return
     try:
         from meshrec import _C  # noqa: F401  (loading runs the op registrations)
     except (ImportError, OSError) as error:
-        return False, f"{type(error).__name__}: {error}"
+        _loaded, _load_error = False, f"{type(error).__name__}: {error}"
+        return
     from meshrec.ops import _registrations  # noqa: F401  (autograd and fake kernels)
 
-    return True, None
+    _loaded = True
 
 
 def has_compiled_ops() -> bool:
     """Whether ``meshrec._C`` loaded and its ops are registered."""
-    return _load()[0]
+    if _loaded is None:
+        _load()
+    return bool(_loaded)
 
 
 def load_error() -> str | None:
     """Why the compiled library is not in use, or None when it is."""
-    return _load()[1]
+    has_compiled_ops()
+    return _load_error
 
 
 @lru_cache(maxsize=None)

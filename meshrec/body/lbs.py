@@ -83,9 +83,10 @@ def lbs(
     v_shaped = v_template + torch.einsum("bl,vkl->bvk", betas, shapedirs)
     rest_joints = torch.einsum("jv,bvk->bjk", j_regressor, v_shaped)
     eye = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
-    pose_feature = (rotations[:, 1:] - eye).reshape(batch, -1)
-    v_posed = v_shaped + (pose_feature @ posedirs).view(batch, -1, 3)
+    num_joints, num_vertices = j_regressor.shape
+    pose_feature = (rotations[:, 1:] - eye).reshape(batch, (num_joints - 1) * 9)
+    v_posed = v_shaped + (pose_feature @ posedirs).view(batch, num_vertices, 3)
     posed_joints, transforms = forward_kinematics(rotations, rest_joints, parents)
-    per_vertex = (lbs_weights @ transforms.reshape(batch, -1, 12)).view(batch, -1, 3, 4)
+    per_vertex = (lbs_weights @ transforms.reshape(batch, num_joints, 12)).view(batch, num_vertices, 3, 4)
     vertices = (per_vertex[..., :3] @ v_posed.unsqueeze(-1)).squeeze(-1) + per_vertex[..., 3]
     return vertices, posed_joints, v_shaped

@@ -333,11 +333,11 @@ class SMPL(nn.Module):
             raise ValueError(f"batch sizes disagree: {sizes}; each input must have batch {batch} or 1")
         return batch
 
-    def _pose_parts(self, pose2rot: bool, **given: torch.Tensor | None) -> list[tuple[str, torch.Tensor, int]]:
-        """(name, value, joints) of the pose inputs in kinematic order."""
+    def _pose_parts(self, pose2rot: bool, **given: torch.Tensor) -> list[tuple[str, torch.Tensor, int, torch.Tensor]]:
+        """(name, pose to rotate, joints, value reported in the output) in kinematic order."""
         return [
-            ("global_orient", given["global_orient"], 1),
-            ("body_pose", given["body_pose"], self.NUM_BODY_JOINTS),
+            ("global_orient", given["global_orient"], 1, given["global_orient"]),
+            ("body_pose", given["body_pose"], self.NUM_BODY_JOINTS, given["body_pose"]),
         ]
 
     def _defaulted(self, name: str, value: torch.Tensor | None) -> torch.Tensor:
@@ -395,7 +395,7 @@ class SMPL(nn.Module):
                 raise ValueError(f"transl must have shape (B, 3), got {tuple(transl.shape)}")
 
         parts = self._pose_parts(pose2rot, **given_poses)
-        rotations = {name: self._rotations(name, value, joints, pose2rot) for name, value, joints in parts}
+        rotations = {name: self._rotations(name, value, joints, pose2rot) for name, value, joints, _ in parts}
         batched = {"betas": betas, **rotations}
         if transl is not None:
             batched["transl"] = transl
@@ -417,11 +417,11 @@ class SMPL(nn.Module):
             vertices = vertices + offset
         full_pose = None
         if return_full_pose:
-            full_pose = torch.cat([value.expand(batch, *value.shape[1:]).reshape(batch, -1) for _, value, _ in parts], dim=1)
+            full_pose = torch.cat([value.expand(batch, *value.shape[1:]).reshape(batch, -1) for _, value, _, _ in parts], dim=1)
         return self._output(
             vertices=vertices if return_verts else None, joints=joints, betas=betas,
             full_pose=full_pose, transl=transl if apply_transl else None, v_shaped=v_shaped,
-            **{name: value for name, value, _ in parts},
+            **{name: reported for name, _, _, reported in parts},
         )
 
     def _output(self, **values: Any) -> SMPLOutput:
@@ -495,6 +495,7 @@ class SMPLH(SMPL):
                 self.register_parameter(f"{side}_hand_pose", nn.Parameter(data, requires_grad=True))
 
     def _hand_axis_angle(self, side: str, value: torch.Tensor) -> torch.Tensor:
+        """Hand pose as (B, 45) axis-angle, PCA coefficients expanded (the mean not yet added)."""
         value = self._check_input(f"{side}_hand_pose", value)
         if self.use_pca:
             components = getattr(self, f"{side}_hand_components")
@@ -502,15 +503,17 @@ class SMPLH(SMPL):
                 raise ValueError(f"{side}_hand_pose must have shape (B, {components.shape[0]}) PCA coefficients, "
                                  f"got {tuple(value.shape)}")
             value = value @ components
-        return value + getattr(self, f"{side}_hand_mean")
+        return value
 
-    def _pose_parts(self, pose2rot: bool, **given: torch.Tensor | None) -> list[tuple[str, torch.Tensor, int]]:
+    def _pose_parts(self, pose2rot: bool, **given: torch.Tensor) -> list[tuple[str, torch.Tensor, int, torch.Tensor]]:
         parts = super()._pose_parts(pose2rot, **given)
         for side in ("left", "right"):
             value = given[f"{side}_hand_pose"]
             if pose2rot:
                 value = self._hand_axis_angle(side, value)
-            parts.append((f"{side}_hand_pose", value, self.NUM_HAND_JOINTS))
+                parts.append((f"{side}_hand_pose", value + getattr(self, f"{side}_hand_mean"), self.NUM_HAND_JOINTS, value))
+            else:
+                parts.append((f"{side}_hand_pose", value, self.NUM_HAND_JOINTS, value))
         return parts
 
     def _output(self, **values: Any) -> SMPLHOutput:

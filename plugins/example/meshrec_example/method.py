@@ -25,30 +25,45 @@ def default_camera(height: int, width: int) -> torch.Tensor:
 
 
 class TemplatePlacement(nn.Module):
-    """Translation that makes an upright template fill each box.
+    """Translation that makes the upright template's projection fill each box.
 
-    The template's vertical extent H (metres) spans the box height h (pixels), so its depth is
-    z = f_y H / h, and the template's box centre is back-projected from the box centre.
+    Starts from the pinhole estimate (the template's height H in metres spans the box height h
+    in pixels at depth z = f_y H / h, centred on the box centre's ray), then corrects depth and
+    centre from the projected box a few times: the template's own depth extent makes the first
+    estimate off by a few per cent at close range; three corrections bring it under 0.01 px.
 
     Args:
         upright_vertices: (V, 3) template vertices after the upright rotation, metres.
+        refinements: number of corrections from the projected box.
     """
 
-    def __init__(self, upright_vertices: torch.Tensor):
+    def __init__(self, upright_vertices: torch.Tensor, refinements: int = 3):
         super().__init__()
+        self.register_buffer("vertices", upright_vertices)
         low, high = upright_vertices.amin(0), upright_vertices.amax(0)
         self.register_buffer("centre", (low + high) / 2)
         self.register_buffer("height", high[1] - low[1])
+        self.refinements = refinements
+
+    @staticmethod
+    def _back_project(u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+        return torch.stack([(u - camera[0, 2]) * depth / camera[0, 0], (v - camera[1, 2]) * depth / camera[1, 1], depth], -1)
 
     def forward(self, boxes: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
         """boxes (P, 4) x1, y1, x2, y2 pixels; camera (3, 3) -> translation (P, 3) metres."""
+        box_centre = (boxes[:, :2] + boxes[:, 2:]) / 2
         box_height = boxes[:, 3] - boxes[:, 1]
         depth = camera[1, 1] * self.height / box_height
-        u = (boxes[:, 0] + boxes[:, 2]) / 2
-        v = (boxes[:, 1] + boxes[:, 3]) / 2
-        target = torch.stack([(u - camera[0, 2]) * depth / camera[0, 0],
-                              (v - camera[1, 2]) * depth / camera[1, 1], depth], dim=-1)
-        return target - self.centre
+        aim = box_centre
+        transl = self._back_project(aim[:, 0], aim[:, 1], depth, camera) - self.centre
+        for _ in range(self.refinements):
+            projected = (self.vertices + transl[:, None]) @ camera.T
+            uv = projected[..., :2] / projected[..., 2:]
+            low, high = uv.amin(1), uv.amax(1)
+            depth = depth * (high[:, 1] - low[:, 1]) / box_height
+            aim = aim + box_centre - (low + high) / 2
+            transl = self._back_project(aim[:, 0], aim[:, 1], depth, camera) - self.centre
+        return transl
 
 
 class TemplateBaseline(meshrec.Method):

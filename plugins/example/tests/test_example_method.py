@@ -1,0 +1,71 @@
+"""The example plugin's method: the template stands in the box, and the plugin contract holds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import meshrec
+from meshrec.testing import synthetic_smpl
+from meshrec_example import plugin
+from meshrec_example.method import TemplateBaseline, default_camera
+
+
+@pytest.fixture
+def example(plugin_manager):
+    plugin_manager.register(plugin, name="example")
+    return meshrec.load_method("example", body_model=synthetic_smpl(dtype=torch.float64), device="cpu")
+
+
+def project(points: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+    uv = points @ camera.T
+    return uv[..., :2] / uv[..., 2:]
+
+
+def test_registered_with_its_inputs(plugin_manager):
+    plugin_manager.register(plugin, name="example")
+    assert meshrec.list_methods() == ["example"]
+    assert plugin_manager.methods()["example"].load() is TemplateBaseline
+
+
+def test_template_fills_each_box(example):
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    boxes = np.array([[100, 50, 80, 300], [400, 200, 40, 150]], dtype=np.float64)  # xywh
+    camera = np.array([[900.0, 0, 320], [0, 900, 240], [0, 0, 1]])
+    prediction = meshrec.predict(image, method=example, bbox=boxes, camera=camera)
+    assert prediction.vertices.shape == (2, 6890, 3) and prediction.joint_names[15] == "head"
+    projected = project(prediction.vertices, torch.as_tensor(camera))
+    top, bottom = projected[..., 1].amin(1), projected[..., 1].amax(1)
+    torch.testing.assert_close(top, torch.tensor([50.0, 200.0], dtype=torch.float64), atol=0.05, rtol=0)
+    torch.testing.assert_close(bottom, torch.tensor([350.0, 350.0], dtype=torch.float64), atol=0.05, rtol=0)
+    centre_x = (projected[..., 0].amin(1) + projected[..., 0].amax(1)) / 2
+    torch.testing.assert_close(centre_x, torch.tensor([140.0, 420.0], dtype=torch.float64), atol=0.05, rtol=0)
+    # upright: head above feet in the image, and in front of the camera
+    head, ankle = prediction.joints[:, 15], prediction.joints[:, 7]
+    assert torch.all(head[:, 1] < ankle[:, 1]) and torch.all(prediction.vertices[..., 2] > 0)
+    # the translation reproduces the mesh through the body model
+    rebuilt = example.body_model(global_orient=prediction.global_orient[:, None], body_pose=prediction.body_pose,
+                                 betas=prediction.betas, transl=prediction.transl, pose2rot=False)
+    torch.testing.assert_close(rebuilt.vertices, prediction.vertices)
+
+
+def test_whole_image_and_default_camera(example):
+    image = torch.zeros(3, 300, 400)
+    prediction = meshrec.predict(image, method=example)
+    camera = default_camera(300, 400).double()
+    assert math.isclose(camera[0, 0].item(), 500.0)
+    projected = project(prediction.vertices[0], camera)
+    assert abs(projected[:, 1].min().item()) < 0.05 and abs(projected[:, 1].max().item() - 300) < 0.05
+
+
+def test_no_options_and_no_checkpoint(plugin_manager, tmp_path):
+    plugin_manager.register(plugin, name="example")
+    with pytest.raises(TypeError, match="takes no options"):
+        meshrec.load_method("example", body_model=synthetic_smpl(), device="cpu", size=3)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"0")
+    with pytest.raises(meshrec.CheckpointError, match="has no weights"):
+        meshrec.load_method("example", checkpoint=weights, body_model=synthetic_smpl(), device="cpu")
