@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from meshrec.ops import reference, rodrigues
-from meshrec.testing.markers import DEVICES
+from meshrec.testing.fixtures import DEVICES
 
 smplx_lbs = pytest.importorskip("smplx.lbs")
 IMPLEMENTATIONS = {

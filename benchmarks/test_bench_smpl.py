@@ -7,7 +7,7 @@ import torch
 
 from meshrec.body import SMPL, load_body_model_arrays
 from meshrec.testing import write_synthetic_smpl
-from meshrec.testing.markers import DEVICES
+from meshrec.testing.fixtures import DEVICES
 
 smplx = pytest.importorskip("smplx")
 

@@ -23,6 +23,7 @@ from meshrec.errors import (
 from meshrec.io.images import IMAGE_SUFFIXES, check_image_file
 from meshrec.methods import Input, Method, Prediction, Sample
 from meshrec.plugins import get_plugin_manager
+from meshrec.registry import Registry
 
 __all__ = ["evaluate", "list_datasets", "list_methods", "load_method", "predict", "resolve_device"]
 
@@ -54,26 +55,25 @@ def list_datasets() -> list[str]:
     return get_plugin_manager().datasets().names()
 
 
-def _not_installed_hint(name: str, known: dict[str, str], kind: str) -> str:
-    manager = get_plugin_manager()
-    broken = [info for info in manager.plugins() if info.error and name in (info.name, (info.distribution or ""))]
-    package = known.get(name)
+def _lookup(registry: Registry, name: str, known_packages: dict[str, str], error: type[Exception]) -> Any:
+    """The registered object for ``name``, or ``error`` listing what is installed and, for a
+    name a known package provides, how to install it (or why its plugin failed to load)."""
+    if name in registry:
+        return registry[name].load()
+    installed = ", ".join(registry.names()) or "none"
+    message = f"unknown {registry.kind} {name!r}. Installed {registry.kind}s: {installed}."
+    package = known_packages.get(name)
+    broken = [info for info in get_plugin_manager().plugins()
+              if info.error and (info.name == name or (package is not None and info.distribution == package))]
     if broken:
-        return f" The plugin {broken[0].name!r} that may provide it failed to load: {broken[0].error}."
-    if package:
-        return f" It is provided by the plugin package {package}: pip install --no-build-isolation {package}"
-    return ""
+        message += f" The plugin {broken[0].name!r} that provides it failed to load: {broken[0].error}."
+    elif package:
+        message += f" It is provided by the plugin package {package}: pip install --no-build-isolation {package}"
+    raise error(message)
 
 
 def _method_class(name: str) -> type[Method]:
-    registry = get_plugin_manager().methods()
-    if name not in registry:
-        installed = ", ".join(registry.names()) or "none"
-        raise UnknownMethodError(
-            f"unknown method {name!r}. Installed methods: {installed}."
-            + _not_installed_hint(name, KNOWN_METHOD_PACKAGES, "method")
-        )
-    return registry[name].load()
+    return _lookup(get_plugin_manager().methods(), name, KNOWN_METHOD_PACKAGES, UnknownMethodError)
 
 
 def resolve_device(device: str | int | torch.device | None) -> torch.device:
@@ -380,17 +380,10 @@ def evaluate(
     """
     from meshrec import __version__
 
-    registry = get_plugin_manager().datasets()
-    if dataset not in registry:
-        installed = ", ".join(registry.names()) or "none"
-        raise UnknownDatasetError(
-            f"unknown dataset {dataset!r}. Installed datasets: {installed}."
-            + _not_installed_hint(dataset, KNOWN_DATASET_PACKAGES, "dataset")
-        )
+    evaluator = _lookup(get_plugin_manager().datasets(), dataset, KNOWN_DATASET_PACKAGES, UnknownDatasetError)
     root = Path(data_root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist")
-    evaluator = registry[dataset].load()
     loaded = method if isinstance(method, Method) else load_method(
         method, checkpoint=checkpoint, body_model=body_models, device=device)
     started = time.perf_counter()

@@ -7,12 +7,10 @@ checkpoint and a body model, and turns a batch of :class:`Sample` into :class:`P
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +18,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from meshrec.errors import ImageReadError
+from meshrec.registry import Registry, RegistryEntry
 
 __all__ = [
     "Input",
@@ -267,68 +266,19 @@ class Method:
         return f"<meshrec method {self.name!r} on {self.device}>"
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method: its name, where its class lives, and which plugin registered it.
+class MethodSpec(RegistryEntry):
+    """A registered method; its target is a :class:`Method` subclass or ``"module:Class"``."""
 
-    ``target`` is ``"package.module:ClassName"`` (imported on first use, so that registering
-    costs nothing) or the :class:`Method` subclass itself.
-    """
-
-    name: str
-    target: str | type
-    summary: str = ""
-    plugin: str = ""
-
-    def load(self) -> type[Method]:
-        target = self.target
-        if isinstance(target, str):
-            module_name, _, attribute = target.partition(":")
-            if not attribute:
-                raise ValueError(f"method {self.name!r}: target must be 'module:ClassName', got {target!r}")
-            target = getattr(importlib.import_module(module_name), attribute)
+    def check(self, target: Any) -> None:
         if not (isinstance(target, type) and issubclass(target, Method)):
             raise TypeError(f"method {self.name!r} (plugin {self.plugin!r}): {target!r} is not a meshrec.Method subclass")
-        return target
 
 
-class MethodRegistry:
+class MethodRegistry(Registry[MethodSpec]):
     """The methods plugins add through the ``meshrec_register_methods`` hook.
 
     >>> registry.add("hmr", "meshrec_hmr.method:HMR", summary="HMR (mmhuman3d checkpoints)")
     """
 
-    def __init__(self) -> None:
-        self._specs: dict[str, MethodSpec] = {}
-        self.current_plugin = ""
-
-    def add(self, name: str, target: str | type, summary: str = "") -> MethodSpec:
-        """Registers a method under ``name`` (lower case, letters, digits, '-' and '_')."""
-        if not isinstance(name, str) or not name or name != name.lower() or not name.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"method names are lower-case words with '-' or '_', got {name!r}")
-        spec = MethodSpec(name=name, target=target, summary=summary, plugin=self.current_plugin)
-        existing = self._specs.get(name)
-        if existing is not None:
-            warnings.warn(
-                f"meshrec: method {name!r} is registered by both {existing.plugin!r} and {spec.plugin!r}; "
-                f"keeping {existing.plugin!r}'s. Block one with MESHREC_DISABLE_PLUGINS.",
-                stacklevel=2,
-            )
-            return existing
-        self._specs[name] = spec
-        return spec
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._specs
-
-    def __getitem__(self, name: str) -> MethodSpec:
-        return self._specs[name]
-
-    def __iter__(self) -> Iterator[MethodSpec]:
-        return iter(sorted(self._specs.values(), key=lambda spec: spec.name))
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    def names(self) -> list[str]:
-        return sorted(self._specs)
+    kind = "method"
+    entry_class = MethodSpec

@@ -1,11 +1,11 @@
-"""Shared fixtures: synthetic body models, devices, and an isolated plugin manager."""
+"""Shared fixtures: synthetic body models, an isolated plugin manager, compiled-op skips."""
 
 from __future__ import annotations
 
 import pytest
 
-from meshrec.testing.markers import requires_compiled_ops
-from meshrec.plugins import PluginManager, get_plugin_manager, reset_plugin_manager
+from meshrec.testing.fixtures import plugin_manager, requires_compiled_ops  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def body_models_dir(tmp_path_factory):
@@ -13,16 +13,6 @@ def body_models_dir(tmp_path_factory):
     from meshrec.testing import write_synthetic_body_models
 
     return write_synthetic_body_models(tmp_path_factory.mktemp("body_models"), smplh=True)
-
-
-@pytest.fixture
-def plugin_manager():
-    """An empty plugin manager installed process-wide for the test (installed plugins hidden)."""
-    previous = get_plugin_manager()
-    manager = PluginManager(discover=False)
-    reset_plugin_manager(manager)
-    yield manager
-    reset_plugin_manager(previous)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshrec.ops import reference, rodrigues
-from meshrec.testing.markers import DEVICES
+from meshrec.testing.fixtures import DEVICES
 
 DTYPES = [torch.float32, torch.float64]
 TOLERANCE = {torch.float32: 2e-6, torch.float64: 1e-13}

@@ -138,7 +138,7 @@ def test_duplicate_method_names_warn_and_keep_the_first(plugin_manager):
 def test_bad_method_names_are_refused(plugin_manager):
     registry = plugin_manager.methods()
     for bad in ("Toy", "to y", "", "toy!"):
-        with pytest.raises(ValueError, match="lower-case"):
+        with pytest.raises(ValueError, match="lower-case words"):
             registry.add(bad, _Toy)
 
 

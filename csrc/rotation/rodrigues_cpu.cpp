@@ -6,7 +6,7 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
-#include "../common/checks.h"
+#include "rodrigues_binding.h"
 #include "rodrigues.h"
 
 namespace meshrec {
@@ -15,13 +15,9 @@ namespace {
 constexpr int64_t kRotationsPerTask = 4096;
 
 at::Tensor rodrigues_cpu(const at::Tensor& axis_angle) {
-  check_floating(axis_angle, "axis_angle");
-  check_last_dim(axis_angle, 3, "axis_angle", "(..., 3)");
+  check_rodrigues_input(axis_angle);
   const at::Tensor w = axis_angle.contiguous();
-  std::vector<int64_t> out_shape(w.sizes().begin(), w.sizes().end() - 1);
-  out_shape.push_back(3);
-  out_shape.push_back(3);
-  at::Tensor rotation = at::empty(out_shape, w.options());
+  at::Tensor rotation = at::empty(rotation_shape(w), w.options());
   const int64_t n = w.numel() / 3;
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues", [&] {
     const scalar_t* w_ptr = w.const_data_ptr<scalar_t>();
@@ -36,12 +32,7 @@ at::Tensor rodrigues_cpu(const at::Tensor& axis_angle) {
 }
 
 at::Tensor rodrigues_backward_cpu(const at::Tensor& grad_rotation, const at::Tensor& axis_angle) {
-  check_floating(axis_angle, "axis_angle");
-  check_last_dim(axis_angle, 3, "axis_angle", "(..., 3)");
-  check_same_dtype_device(grad_rotation, "grad_rotation", axis_angle, "axis_angle");
-  TORCH_CHECK(grad_rotation.numel() == 3 * axis_angle.numel(),
-              "meshrec: grad_rotation must have shape (..., 3, 3) matching axis_angle (..., 3), got ",
-              grad_rotation.sizes(), " and ", axis_angle.sizes());
+  check_rodrigues_backward_inputs(grad_rotation, axis_angle);
   const at::Tensor w = axis_angle.contiguous();
   const at::Tensor g = grad_rotation.contiguous();
   at::Tensor grad_w = at::empty_like(w);

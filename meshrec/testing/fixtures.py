@@ -1,0 +1,36 @@
+"""pytest helpers for meshrec's and plugins' tests: device parametrisation, skips, fixtures.
+
+In a ``conftest.py``: ``from meshrec.testing.fixtures import plugin_manager  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+__all__ = ["CUDA", "DEVICES", "plugin_manager", "requires_compiled_ops"]
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# Parametrise tests over devices: @pytest.mark.parametrize("device", DEVICES)
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+def requires_compiled_ops() -> None:
+    """Skips the calling test when meshrec._C is not in use (reference-only runs)."""
+    from meshrec import extension
+
+    if not extension.has_compiled_ops():
+        pytest.skip(f"compiled ops not in use: {extension.load_error()}")
+
+
+@pytest.fixture
+def plugin_manager():
+    """An empty plugin manager installed process-wide for one test (installed plugins hidden);
+    register in-process plugins on it with ``plugin_manager.register(module, name=...)``."""
+    from meshrec.plugins import PluginManager, get_plugin_manager, reset_plugin_manager
+
+    previous = get_plugin_manager()
+    manager = PluginManager(discover=False)
+    reset_plugin_manager(manager)
+    yield manager
+    reset_plugin_manager(previous)
