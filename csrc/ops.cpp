@@ -1,6 +1,7 @@
 // Every schema of the meshrec op namespace, declared once. Kernels register per backend in
-// their own files (TORCH_LIBRARY_IMPL); autograd and fake kernels are registered from Python
-// (meshrec/ops/_registrations.py), which set_python_module points the dispatcher to.
+// their own files (TORCH_LIBRARY_IMPL); autograd and fake kernels are registered from Python,
+// one module per op family (meshrec/ops/_registrations/<family>.py): set_python_module before
+// each family's schemas names that module, so the dispatcher can import it on demand.
 #include <torch/library.h>
 #include <torch/version.h>
 
@@ -40,10 +41,10 @@ std::string build_info() {
 }  // namespace
 
 TORCH_LIBRARY(meshrec, m) {
-  m.set_python_module("meshrec.ops._registrations");
   m.def("_build_info() -> str", &build_info);
 
-  // Axis-angle (..., 3) -> rotation matrices (..., 3, 3).
+  // ---- rotation: axis-angle (..., 3) -> rotation matrices (..., 3, 3)
+  m.set_python_module("meshrec.ops._registrations.rotation");
   m.def("rodrigues(Tensor axis_angle) -> Tensor");
   m.def("rodrigues_backward(Tensor grad_rotation, Tensor axis_angle) -> Tensor");
 }

@@ -46,7 +46,7 @@ def _load() -> None:
     except (ImportError, OSError) as error:
         _loaded, _load_error = False, f"{type(error).__name__}: {error}"
         return
-    from meshrec.ops import _registrations  # noqa: F401  (autograd and fake kernels)
+    from meshrec.ops import _registrations  # noqa: F401  (autograd and fake kernels of every family)
 
     _loaded = True
 

@@ -12,7 +12,7 @@ import torch
 
 torch.ops.load_library(sys.argv[1])
 # The reference is loaded by path so that the meshrec package (and its own _C) stays unimported.
-reference_file = Path(__file__).resolve().parents[2] / "meshrec" / "ops" / "reference.py"
+reference_file = Path(__file__).resolve().parents[2] / "meshrec" / "ops" / "reference" / "rotation.py"
 spec = importlib.util.spec_from_file_location("meshrec_reference", reference_file)
 reference = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reference)

@@ -1,27 +1,10 @@
-"""Autograd formulas and fake ("meta") kernels of the compiled ops.
-
-Imported only after ``meshrec._C`` has loaded (see meshrec.extension), so a missing or broken
-library never turns into an import error here. The schemas themselves are declared in
-csrc/ops.cpp.
-"""
+"""Fake kernels and autograd of meshrec::rodrigues."""
 
 from __future__ import annotations
 
 import torch
 
-
-def _no_double_backward(name: str):
-    def backward(ctx, *grads):
-        raise RuntimeError(
-            f"meshrec::{name} has no double backward (gradients of its gradient). "
-            "Use the pure-PyTorch reference in meshrec.ops.reference for higher-order derivatives."
-        )
-
-    return backward
-
-
-# ---------------------------------------------------------------------------------------------
-# rodrigues
+from meshrec.ops._registrations.common import no_double_backward
 
 
 @torch.library.register_fake("meshrec::rodrigues")
@@ -52,6 +35,6 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "meshrec::rodrigues_backward",
-    _no_double_backward("rodrigues"),
+    no_double_backward("rodrigues"),
     setup_context=lambda ctx, inputs, output: None,
 )

@@ -1,9 +1,4 @@
-"""Pure-PyTorch references of meshrec's custom ops.
-
-Each function here computes what the compiled kernel computes, with ordinary differentiable torch
-operations. They are the test oracle for the kernels and the fallback when ``meshrec._C`` is not
-available. They favour clarity over speed.
-"""
+"""Pure-PyTorch reference of the rotation ops (torch only: loadable without meshrec)."""
 
 from __future__ import annotations
 
