@@ -1,9 +1,9 @@
 """Finding and reading body-model files (SMPL, SMPL-H, kid template, joint regressors).
 
 The official SMPL ``.pkl`` files were pickled under Python 2 and contain chumpy objects and scipy
-sparse matrices. They are read here without chumpy, through a restricted unpickler that admits
-only the numpy, scipy-sparse and chumpy array classes such files contain; anything else in a
-pickle (a function to call, a module attribute) is refused before it can run.
+sparse matrices. They are read here without chumpy, through meshrec's restricted unpickler
+(:mod:`meshrec.io.safe_pickle`), which admits only array data: anything else in a pickle (a
+function to call, a module attribute) is refused before it can run.
 
 Search order for a file: the ``location`` argument (a file, or a folder), then the folder in the
 ``MESHREC_BODY_MODELS`` environment variable, then ``~/.cache/meshrec/body_models``. In each
@@ -13,14 +13,7 @@ keep, ignoring case.
 
 from __future__ import annotations
 
-import codecs
-import copyreg
-import importlib
-import io
 import os
-import pickle
-import zipfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,6 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from meshrec.errors import BodyModelNotFoundError, UnsafePickleError
+from meshrec.io.safe_pickle import load_npz, restricted_load, to_plain
 
 __all__ = [
     "BODY_MODELS_VARIABLE",
@@ -152,169 +146,21 @@ def load_joint_regressor(name: str, location: PathLike | None = None) -> np.ndar
     return array
 
 
-# ---------------------------------------------------------------------------------------------
-# Restricted unpickling
-
-
-class _ChumpyArray:
-    """Stands in for ``chumpy.ch.Ch``: keeps the pickled state, whose ``x`` is the array."""
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def to_numpy(self, key: str) -> np.ndarray:
-        state = self.state if isinstance(self.state, dict) else {}
-        if "x" not in state:
-            raise ValueError(f"body-model entry {key!r}: chumpy object without a stored value")
-        return np.asarray(state["x"])
-
-
-class _ChumpyExpression:
-    """Stands in for derived chumpy classes, whose value would need chumpy to evaluate."""
-
-    qualified_name = "chumpy"
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def to_numpy(self, key: str) -> np.ndarray:
-        raise ValueError(
-            f"body-model entry {key!r} is a chumpy expression ({self.qualified_name}) rather than a "
-            "stored array; meshrec cannot evaluate it without chumpy. Re-save the file with plain "
-            "numpy arrays (for example with an environment that has chumpy: np.array(value))."
-        )
-
-
-class _SparseMatrix:
-    """Stands in for scipy's sparse matrix classes, old (``scipy.sparse.csc``) and new paths."""
-
-    format = "csc"
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def to_scipy(self, key: str):
-        state = self.state
-        shape = tuple(state.get("_shape", state.get("shape", ())))
-        if self.format in {"csc", "csr"}:
-            cls = scipy.sparse.csc_matrix if self.format == "csc" else scipy.sparse.csr_matrix
-            return cls((state["data"], state["indices"], state["indptr"]), shape=shape)
-        if "coords" in state:
-            rows, cols = state["coords"]
-        else:
-            rows, cols = state["row"], state["col"]
-        return scipy.sparse.coo_matrix((state["data"], (rows, cols)), shape=shape).tocsc()
-
-
-def _sparse_class(fmt: str) -> type:
-    return type(f"_SparseMatrix_{fmt}", (_SparseMatrix,), {"format": fmt})
-
-
-def _chumpy_expression_class(module: str, name: str) -> type:
-    return type(f"_Chumpy_{name}", (_ChumpyExpression,), {"qualified_name": f"{module}.{name}"})
-
-
-def _encode_latin1(text: str, encoding: str = "latin1") -> bytes:
-    # Python 3 pickles of bytes at protocol 2 call _codecs.encode(text, "latin1").
-    if codecs.lookup(encoding).name != "iso8859-1":
-        raise UnsafePickleError(f"pickle asks for the codec {encoding!r}; only latin-1 is admitted")
-    return text.encode("latin1")
-
-
-def _numpy_attribute(modules: tuple[str, ...], name: str) -> Any:
-    for module in modules:
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-    raise AttributeError(name)
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    multiarray = ("numpy._core.multiarray", "numpy.core.multiarray")
-    numeric = ("numpy._core.numeric", "numpy.core.numeric")
-    allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("builtins", "object"): object,
-        ("copyreg", "_reconstructor"): copyreg._reconstructor,
-        ("collections", "OrderedDict"): OrderedDict,
-        ("_codecs", "encode"): _encode_latin1,
-        ("chumpy.ch", "Ch"): _ChumpyArray,
-    }
-    # Python 2 names; the unpickler's own renaming (fix_imports) is bypassed by find_class.
-    for name, value in (("set", set), ("frozenset", frozenset), ("object", object)):
-        allowed[("__builtin__", name)] = value
-    allowed[("copy_reg", "_reconstructor")] = copyreg._reconstructor
-    for prefix in ("numpy.core", "numpy._core"):
-        allowed[(f"{prefix}.multiarray", "_reconstruct")] = _numpy_attribute(multiarray, "_reconstruct")
-        allowed[(f"{prefix}.multiarray", "scalar")] = _numpy_attribute(multiarray, "scalar")
-        allowed[(f"{prefix}.numeric", "_frombuffer")] = _numpy_attribute(numeric, "_frombuffer")
-    for fmt in ("csc", "csr", "coo"):
-        cls = _sparse_class(fmt)
-        for module in (f"scipy.sparse.{fmt}", f"scipy.sparse._{fmt}"):
-            allowed[(module, f"{fmt}_matrix")] = cls
-            allowed[(module, f"{fmt}_array")] = cls
-    return allowed
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    _allowed = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if _RestrictedUnpickler._allowed is None:
-            _RestrictedUnpickler._allowed = _allowed_globals()
-        found = self._allowed.get((module, name))
-        if found is not None:
-            return found
-        if module.split(".")[0] == "chumpy" and name[:1].isupper():
-            return _chumpy_expression_class(module, name)
-        raise UnsafePickleError(
-            f"refusing to unpickle {module}.{name}: body-model files contain only numpy arrays, "
-            "scipy sparse matrices and chumpy arrays, and this pickle asks for something else "
-            "(possibly code to run). Nothing from the file was executed. Use the official files "
-            "from https://smpl.is.tue.mpg.de or a file saved with numpy.savez."
-        )
-
-
-def _to_plain(key: str, value: Any) -> Any:
-    if isinstance(value, (_ChumpyArray, _ChumpyExpression)):
-        return value.to_numpy(key)
-    if isinstance(value, _SparseMatrix):
-        return value.to_scipy(key)
-    return value
-
-
 def _load_pickle(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as handle:
-        data = handle.read()
     try:
-        content = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        content = restricted_load(path.read_bytes())
     except UnsafePickleError:
         raise
     except Exception as error:  # truncated or corrupt files raise many different errors
         raise ValueError(f"{path}: not a readable body-model pickle ({type(error).__name__}: {error})") from error
     if not isinstance(content, dict):
         raise ValueError(f"{path}: a body-model pickle holds a dict of arrays, found {type(content).__name__}")
-    return {str(key): _to_plain(str(key), value) for key, value in content.items()}
+    return {str(key): to_plain(str(key), value) for key, value in content.items()}
 
 
 def _load_npz(path: Path) -> dict[str, Any]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable .npz file ({error})") from error
-    arrays: dict[str, Any] = {}
-    with archive:
-        for key in archive.files:
-            try:
-                arrays[key] = archive[key]
-            except ValueError:
-                # Object arrays (pickled inside the npz) are never loaded; no model array is one.
-                continue
-    return arrays
+    # Object arrays (pickled inside the npz) are skipped: no model array is one.
+    return load_npz(path, allow_objects=False)
 
 
 def load_body_model_arrays(path: PathLike) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-__all__ = ["CUDA", "DEVICES", "plugin_manager", "requires_compiled_ops"]
+__all__ = ["CUDA", "DEVICES", "body_models_dir", "plugin_manager", "requires_compiled_ops"]
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 # Parametrise tests over devices: @pytest.mark.parametrize("device", DEVICES)
@@ -34,3 +34,12 @@ def plugin_manager():
     reset_plugin_manager(manager)
     yield manager
     reset_plugin_manager(previous)
+
+
+@pytest.fixture(scope="session")
+def body_models_dir(tmp_path_factory):
+    """A folder of synthetic SMPL-format files laid out as users keep the licensed ones
+    (SMPL and SMPL-H of each gender, kid template, H36M and extra joint regressors)."""
+    from meshrec.testing import write_synthetic_body_models
+
+    return write_synthetic_body_models(tmp_path_factory.mktemp("body_models"), smplh=True)

@@ -1,0 +1,87 @@
+"""The 6D rotation representations of the upstream code, each named for the layout it uses.
+
+All three keep two 3-vectors of a rotation matrix R and recover R by Gram-Schmidt (Zhou et al.,
+CVPR 2019): b1 = normalise(a1), b2 = normalise(a2 - (b1 . a2) b1), b3 = b1 x b2. They differ in
+which two vectors they keep and in what order the six numbers are stored, and mixing them up
+gives wrong poses without any error, so each has its own function:
+
+==================  ===============================  ========================================
+function suffix     six numbers                      used by
+==================  ===============================  ========================================
+``_spin``           R00 R01 R10 R11 R20 R21          SPIN, HMR (mmhuman3d), VIBE, MotionBERT,
+                    (columns 0 and 1, row by row)    MA-HMR, EgoHMR's diffusion stage
+``_prohmr``         R00 R10 R20 R01 R11 R21          ProHMR, EgoHMR's first stage
+                    (column 0, then column 1)
+``_pytorch3d``      R00 R01 R02 R10 R11 R12          PyTorch3D ``rotation_6d_to_matrix``
+                    (row 0, then row 1)
+==================  ===============================  ========================================
+
+Rotation matrices act on column vectors (x' = R x).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "matrix_from_6d_prohmr",
+    "matrix_from_6d_pytorch3d",
+    "matrix_from_6d_spin",
+    "matrix_to_6d_prohmr",
+    "matrix_to_6d_pytorch3d",
+    "matrix_to_6d_spin",
+]
+
+
+def _check(sixd: torch.Tensor) -> None:
+    if sixd.shape[-1] != 6:
+        raise ValueError(f"a 6D rotation must have shape (..., 6), got {tuple(sixd.shape)}")
+
+
+def _gram_schmidt(a1: torch.Tensor, a2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b1 = F.normalize(a1, dim=-1)
+    b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    return b1, b2, torch.linalg.cross(b1, b2, dim=-1)
+
+
+def matrix_from_6d_spin(sixd: torch.Tensor) -> torch.Tensor:
+    """(..., 6) in SPIN's layout (R[:, :2] row by row) -> rotation matrices (..., 3, 3)."""
+    _check(sixd)
+    pairs = sixd.unflatten(-1, (3, 2))
+    return torch.stack(_gram_schmidt(pairs[..., 0], pairs[..., 1]), dim=-1)
+
+
+def matrix_from_6d_prohmr(sixd: torch.Tensor) -> torch.Tensor:
+    """(..., 6) in ProHMR's layout (column 0, then column 1) -> rotation matrices (..., 3, 3)."""
+    _check(sixd)
+    return torch.stack(_gram_schmidt(sixd[..., :3], sixd[..., 3:]), dim=-1)
+
+
+def matrix_from_6d_pytorch3d(sixd: torch.Tensor) -> torch.Tensor:
+    """(..., 6) in PyTorch3D's layout (row 0, then row 1) -> rotation matrices (..., 3, 3)."""
+    _check(sixd)
+    return torch.stack(_gram_schmidt(sixd[..., :3], sixd[..., 3:]), dim=-2)
+
+
+def _check_matrix(matrix: torch.Tensor) -> None:
+    if matrix.shape[-2:] != (3, 3):
+        raise ValueError(f"rotation matrices must have shape (..., 3, 3), got {tuple(matrix.shape)}")
+
+
+def matrix_to_6d_spin(matrix: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) -> (..., 6) in SPIN's layout."""
+    _check_matrix(matrix)
+    return matrix[..., :2].flatten(-2)
+
+
+def matrix_to_6d_prohmr(matrix: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) -> (..., 6) in ProHMR's layout."""
+    _check_matrix(matrix)
+    return matrix[..., :2].transpose(-1, -2).flatten(-2)
+
+
+def matrix_to_6d_pytorch3d(matrix: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) -> (..., 6) in PyTorch3D's layout."""
+    _check_matrix(matrix)
+    return matrix[..., :2, :].flatten(-2)
