@@ -100,13 +100,13 @@ def read_pw3d_humandata(path: str | Path) -> PW3DAnnotations:
         "body_pose": np.asarray(smpl["body_pose"], dtype=np.float64).reshape(-1, 23, 3),
         "betas": np.asarray(smpl["betas"], dtype=np.float64).reshape(count, -1)[:, :10],
     }
-    genders = np.asarray([str(g).lower()[:1] for g in np.asarray(meta["gender"]).reshape(-1)])
+    genders = np.asarray([str(g).lower()[:1] for g in np.asarray(meta["gender"]).reshape(-1)], dtype=object)
     for name, array in {**arrays, "genders": genders}.items():
         if len(array) != count:
             raise ValueError(f"{path}: {name} has {len(array)} rows for {count} images")
     if arrays["betas"].shape[1] != 10:
         raise ValueError(f"{path}: smpl betas must have 10 columns, got {arrays['betas'].shape[1]}")
-    unknown = sorted(set(genders) - {"m", "f"})
+    unknown = sorted(set(genders.tolist()) - {"m", "f"})
     if unknown:
         raise ValueError(f"{path}: genders must be 'm' or 'f', found {unknown}")
     return PW3DAnnotations(image_paths=[str(p) for p in data["image_path"]], genders=genders, **arrays)
