@@ -123,3 +123,18 @@ def test_resnet50_structure():
     assert sum(p.numel() for p in network.parameters()) == 23_508_032
     assert network.layer2[0].conv2.stride == (2, 2) and network.layer2[0].conv1.stride == (1, 1)  # v1.5
     assert network(torch.zeros(1, 3, 224, 224)).shape == (1, 2048, 7, 7)
+
+
+def test_matrix_to_axis_angle_inverts_rodrigues_everywhere():
+    from meshrec.nn import matrix_to_axis_angle
+
+    generator = torch.Generator().manual_seed(3)
+    axes = torch.nn.functional.normalize(torch.randn(600, 3, generator=generator, dtype=torch.float64), dim=-1)
+    special = torch.tensor([0.0, 1e-9, 1e-5, 1e-3, math.pi - 1e-3, math.pi - 1e-6, math.pi], dtype=torch.float64)
+    angles = torch.cat([torch.rand(300, generator=generator, dtype=torch.float64) * math.pi, special.repeat(43)[:300]])
+    axis_angle = axes * angles[:, None]
+    recovered = matrix_to_axis_angle(rodrigues(axis_angle))
+    torch.testing.assert_close(rodrigues(recovered), rodrigues(axis_angle), atol=1e-9, rtol=0)
+    below_pi = angles < math.pi - 1e-3
+    torch.testing.assert_close(recovered[below_pi], axis_angle[below_pi], atol=1e-8, rtol=0)
+    assert (recovered.norm(dim=-1) <= math.pi + 1e-12).all()

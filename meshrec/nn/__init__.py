@@ -13,6 +13,7 @@ from meshrec.nn.rotations import (
     matrix_to_6d_prohmr,
     matrix_to_6d_pytorch3d,
     matrix_to_6d_spin,
+    matrix_to_axis_angle,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "matrix_to_6d_prohmr",
     "matrix_to_6d_pytorch3d",
     "matrix_to_6d_spin",
+    "matrix_to_axis_angle",
     "resnet50",
     "square_boxes",
 ]

@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = [
+    "matrix_to_axis_angle",
     "matrix_from_6d_prohmr",
     "matrix_from_6d_pytorch3d",
     "matrix_from_6d_spin",
@@ -85,3 +86,31 @@ def matrix_to_6d_pytorch3d(matrix: torch.Tensor) -> torch.Tensor:
     """Rotation matrices (..., 3, 3) -> (..., 6) in PyTorch3D's layout."""
     _check_matrix(matrix)
     return matrix[..., :2, :].flatten(-2)
+
+
+def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) -> axis-angle (..., 3) with angle in [0, pi]; the inverse of
+    :func:`meshrec.ops.rodrigues`.
+
+    Stable everywhere: near the identity it uses the skew part (first order is exact to rounding),
+    near pi it takes the axis from the symmetric part, whose largest column is the best-conditioned
+    multiple of the axis.
+    """
+    _check_matrix(matrix)
+    skew = torch.stack([matrix[..., 2, 1] - matrix[..., 1, 2], matrix[..., 0, 2] - matrix[..., 2, 0],
+                        matrix[..., 1, 0] - matrix[..., 0, 1]], dim=-1)
+    sin_angle = skew.norm(dim=-1) / 2
+    cos_angle = ((matrix[..., 0, 0] + matrix[..., 1, 1] + matrix[..., 2, 2] - 1) / 2).clamp(-1, 1)
+    angle = torch.atan2(sin_angle, cos_angle)
+    # general case: axis = skew / (2 sin angle); the ratio angle / sin(angle) -> 1 as angle -> 0
+    ratio = torch.where(sin_angle > 1e-7, angle / sin_angle.clamp(min=1e-12), torch.ones_like(angle))
+    general = skew * (ratio / 2).unsqueeze(-1)
+    # near pi: R + I = 2 a a^T (1 - cos) / ... ; the largest column of (R + R^T)/2 + (1 - cos) I ~ a a^T
+    symmetric = (matrix + matrix.transpose(-1, -2)) / 2 - cos_angle[..., None, None] * torch.eye(
+        3, dtype=matrix.dtype, device=matrix.device)
+    column = symmetric.diagonal(dim1=-2, dim2=-1).argmax(dim=-1)
+    axis = torch.gather(symmetric, -1, column[..., None, None].expand(*column.shape, 3, 1)).squeeze(-1)
+    axis = F.normalize(axis, dim=-1)
+    axis = torch.where((axis * skew).sum(-1, keepdim=True) < 0, -axis, axis)  # keep the skew part's sign
+    near_pi = (cos_angle < -0.99).unsqueeze(-1)
+    return torch.where(near_pi, axis * angle.unsqueeze(-1), general)
