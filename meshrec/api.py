@@ -143,8 +143,16 @@ def load_method(
 # predict
 
 
-def _expand_inputs(inputs: Any) -> tuple[list[tuple[str, Any]], bool]:
-    """(source name, image source) per item, and whether the input was a single item."""
+def _expand_inputs(inputs: Any, extras: dict[str, Any]) -> tuple[list[tuple[str, Any]], bool]:
+    """(source name, image source) per item, and whether the input was a single item. Without
+    images (``inputs=None``, for methods that need none) the items are counted from the
+    per-input lists among the extras."""
+    if inputs is None:
+        lengths = {len(value) for value in extras.values() if isinstance(value, (list, tuple))}
+        if len(lengths) > 1:
+            raise ValueError(f"per-input lists have different lengths {sorted(lengths)}")
+        count = lengths.pop() if lengths else 1
+        return [(f"input[{i}]", None) for i in range(count)], not lengths and count == 1
     if isinstance(inputs, (str, Path)):
         path = Path(inputs).expanduser()
         if path.is_dir():
@@ -290,6 +298,7 @@ def predict(
     batch_size: int | None = None,
     progress: bool | None = None,
     bbox_format: str = "xywh",
+    refine: str | Method | None = None,
     **per_input: Any,
 ) -> Prediction | list[Prediction]:
     """Recovers human meshes from images (and whatever else the method needs).
@@ -303,6 +312,9 @@ def predict(
         batch_size: items per batch (default: the method's).
         progress: show a progress bar (default: on a terminal, when there is more than a batch).
         bbox_format: "xywh" (default) or "xyxy", for ``bbox=``.
+        refine: a method (name or loaded) that refines the predictions, e.g. ``"fit"`` to tighten
+            a network's bodies against ``keypoints=`` (and the scene); it is loaded with the same
+            body model and device.
         **per_input: extras per input item, by keyword: ``bbox=`` (4,) or (P, 4) pixels,
             ``camera=`` (3, 3) intrinsics, ``scene=`` (N, 3) points in metres, ``keypoints=``
             (P, K, 3) pixels and confidence, ``keypoint_sequence=`` (T, P, K, 3). With several
@@ -315,7 +327,7 @@ def predict(
     if bbox_format not in ("xywh", "xyxy"):
         raise ValueError(f"bbox_format must be 'xywh' or 'xyxy', got {bbox_format!r}")
     extras = {key: per_input.pop(key) for key in list(per_input) if key in Input.keywords()}
-    items, single = _expand_inputs(inputs)
+    items, single = _expand_inputs(inputs, extras)
     samples = _make_samples(items, single, extras, bbox_format)
 
     if isinstance(method, Method):
@@ -324,17 +336,28 @@ def predict(
         method_class = type(method)
     else:
         method_class = _method_class(method)
-    unused = [key for key, value in extras.items()
-              if value is not None and Input(key) not in method_class.accepted_inputs()]
+    refiner_class = None
+    if refine is not None:
+        refiner_class = type(refine) if isinstance(refine, Method) else _method_class(refine)
+    accepted = method_class.accepted_inputs() | (refiner_class.accepted_inputs() if refiner_class else frozenset())
+    unused = [key for key, value in extras.items() if value is not None and Input(key) not in accepted]
     if unused:
         raise ValueError(f"method {method_class.name!r} does not use {unused}; it accepts "
-                         f"{sorted(item.value for item in method_class.accepted_inputs())}")
+                         f"{sorted(item.value for item in accepted)}")
     # Every check that needs no network runs before the (slow) model load.
     _check_required_inputs(method_class, samples)
+    if refiner_class is not None:
+        _check_required_inputs(refiner_class, samples)
     loaded = method if isinstance(method, Method) else load_method(
         method, checkpoint=checkpoint, body_model=body_model, device=device, **per_input)
+    refiner = None
+    if refine is not None:
+        refiner = refine if isinstance(refine, Method) else load_method(
+            refine, body_model=loaded.body_model if loaded.body_model is not None else body_model, device=loaded.device)
     for sample in samples:
         loaded.check_sample(sample)
+        if refiner is not None:
+            refiner.check_sample(sample)
 
     batch_size = batch_size or loaded.batch_size
     if batch_size < 1:
@@ -348,6 +371,9 @@ def predict(
                 results = loaded.predict_batch(batch)
             if len(results) != len(batch):
                 raise RuntimeError(f"method {loaded.name!r} returned {len(results)} predictions for {len(batch)} inputs")
+            if refiner is not None:
+                # outside inference mode: refining optimises, which needs autograd
+                results = refiner.refine(batch, [result.detach().clone() for result in results])
             for sample, result in zip(batch, results):
                 result.source = result.source or sample.source
                 result.method = result.method or loaded.name

@@ -145,6 +145,11 @@ class Prediction:
     def detach(self) -> "Prediction":
         return self._map(lambda tensor: tensor.detach())
 
+    def clone(self) -> "Prediction":
+        """A copy with its own tensors (tensors made under inference mode cannot enter autograd;
+        clones made outside it can)."""
+        return self._map(lambda tensor: tensor.clone())
+
     def numpy(self) -> dict[str, Any]:
         """All fields as numpy arrays (extras flattened as ``extras/<key>``), for saving."""
         out: dict[str, Any] = {}
@@ -250,6 +255,11 @@ class Method:
 
     def check_sample(self, sample: Sample) -> None:
         """Extra per-item checks before any work (raise ValueError with what to do)."""
+
+    def refine(self, samples: list[Sample], predictions: list[Prediction]) -> list[Prediction]:
+        """Improves other methods' predictions of ``samples`` (``meshrec.predict(..., refine=name)``).
+        Methods that can refine override this; the default refuses."""
+        raise NotImplementedError(f"method {self.name!r} cannot refine predictions")
 
     @classmethod
     def accepted_inputs(cls) -> frozenset[Input]:

@@ -1,0 +1,104 @@
+"""2D keypoint layouts and where each keypoint comes from on the SMPL body.
+
+A layout names its keypoints in order and, for each, the body point it observes: one of the 45
+joints :class:`meshrec.body.SMPL` returns (24 kinematic joints, then smplx's 21 vertex joints),
+or, for Human3.6M's layout, a joint of the H36M regressor applied to the posed mesh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from meshrec.body import SMPL_OUTPUT_JOINT_NAMES
+
+__all__ = ["LAYOUTS", "KeypointLayout", "KeypointModel", "get_layout"]
+
+
+@dataclass(frozen=True)
+class KeypointLayout:
+    """A 2D keypoint layout.
+
+    Attributes:
+        name: key in :data:`LAYOUTS`.
+        keypoints: the keypoint names, in the layout's order.
+        sources: per keypoint, the SMPL output joint it observes, or ``"h36m:<index>"``.
+        torso: names of the keypoints used to place the body first (shoulders and hips).
+    """
+
+    name: str
+    keypoints: tuple[str, ...]
+    sources: tuple[str, ...]
+    torso: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @property
+    def torso_indices(self) -> list[int]:
+        return [self.keypoints.index(name) for name in self.torso]
+
+    @property
+    def uses_h36m_regressor(self) -> bool:
+        return any(source.startswith("h36m:") for source in self.sources)
+
+
+_COCO = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+         "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+         "right_knee", "left_ankle", "right_ankle")
+_OPENPOSE = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
+             "left_wrist", "mid_hip", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee",
+             "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear", "left_big_toe", "left_small_toe",
+             "left_heel", "right_big_toe", "right_small_toe", "right_heel")
+_H36M = ("pelvis", "left_hip", "left_knee", "left_ankle", "right_hip", "right_knee", "right_ankle", "spine",
+         "thorax", "head", "head_top", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder",
+         "right_elbow", "right_wrist")
+# Keypoints named differently from the SMPL joint they observe.
+_SMPL_SOURCE = {"neck": "neck", "mid_hip": "pelvis"}
+
+LAYOUTS: dict[str, KeypointLayout] = {
+    "coco17": KeypointLayout("coco17", _COCO, tuple(_SMPL_SOURCE.get(n, n) for n in _COCO),
+                             ("left_shoulder", "right_shoulder", "left_hip", "right_hip")),
+    "openpose25": KeypointLayout("openpose25", _OPENPOSE, tuple(_SMPL_SOURCE.get(n, n) for n in _OPENPOSE),
+                                 ("left_shoulder", "right_shoulder", "left_hip", "right_hip", "neck", "mid_hip")),
+    # mmhuman3d's H36M order (joint 1 is the left hip), regressed from the posed mesh
+    "h36m17": KeypointLayout("h36m17", _H36M, tuple(f"h36m:{i}" for i in range(17)),
+                             ("left_shoulder", "right_shoulder", "left_hip", "right_hip")),
+}
+
+
+def get_layout(name: str) -> KeypointLayout:
+    if name not in LAYOUTS:
+        counts = ", ".join(f"{key} ({len(value)} keypoints)" for key, value in LAYOUTS.items())
+        raise ValueError(f"unknown keypoint layout {name!r}; known layouts: {counts}")
+    return LAYOUTS[name]
+
+
+class KeypointModel(nn.Module):
+    """Maps a body model's output to the 3D points a layout observes.
+
+    Args:
+        layout: the keypoint layout.
+        h36m_regressor: (17, V) regressor, needed by layouts observing H36M joints.
+    """
+
+    def __init__(self, layout: KeypointLayout, h36m_regressor: torch.Tensor | None = None):
+        super().__init__()
+        self.layout = layout
+        if layout.uses_h36m_regressor:
+            if h36m_regressor is None:
+                raise ValueError(f"layout {layout.name!r} needs the H36M joint regressor (J_regressor_h36m.npy)")
+            self.register_buffer("h36m_regressor", torch.as_tensor(h36m_regressor))
+            self.register_buffer("indices", torch.tensor([int(s.split(":")[1]) for s in layout.sources]))
+        else:
+            self.h36m_regressor = None
+            self.register_buffer("indices", torch.tensor([SMPL_OUTPUT_JOINT_NAMES.index(s) for s in layout.sources]))
+
+    def forward(self, vertices: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        """vertices (B, V, 3), joints (B, 45, 3) -> keypoints (B, K, 3) in the same frame."""
+        if self.h36m_regressor is not None:
+            regressed = torch.einsum("jv,bvk->bjk", self.h36m_regressor.to(vertices.dtype), vertices)
+            return regressed.index_select(1, self.indices)
+        return joints.index_select(1, self.indices)

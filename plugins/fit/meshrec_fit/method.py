@@ -1,0 +1,186 @@
+"""The ``fit`` method: SMPL fitted to each input's 2D keypoints, alone or refining a prediction."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import meshrec
+from meshrec.body import SMPL_OUTPUT_JOINT_NAMES, load_joint_regressor
+from meshrec.camera import default_intrinsics
+from meshrec_fit.fitting import FitConfig, FitInit, SceneTerm, fit_smpl
+from meshrec_fit.keypoints import KeypointModel, get_layout
+from meshrec_fit.scene import GroundPlane
+
+__all__ = ["Fit"]
+
+_WEIGHT_OPTIONS = {f.name for f in fields(FitConfig)} - {"pose_hypotheses"}
+
+
+class Fit(meshrec.Method):
+    """SMPLify-style fitting (see :mod:`meshrec_fit.fitting`).
+
+    Per input: ``keypoints=`` (P, K, 3) pixels and confidence in the chosen layout, or
+    ``keypoint_sequence=`` (T, P, K, 3) for a video (betas shared, poses smoothed in time).
+    Intrinsics: ``camera=``, else :func:`meshrec.camera.default_intrinsics` of the image (an
+    image, or a camera, is then required). Without a refined prediction each person starts
+    upright, placed from the 2D torso (:func:`meshrec_fit.fitting.initial_placement`).
+
+    Options (``meshrec.load_method("fit", ..., option=value)``):
+        keypoint_layout: "coco17" (default), "openpose25" or "h36m17" (the latter needs
+            ``J_regressor_h36m.npy`` next to the SMPL files).
+        schedule: "default", or "fast" (fewer iterations).
+        ground_plane: (a, b, c, d) with the floor a x + b y + c z + d = 0 in the camera frame,
+            (a, b, c) pointing up out of the floor: adds floor penetration and foot contact terms.
+        progress: show the optimisation's progress bar.
+        any :class:`~meshrec_fit.fitting.FitConfig` field (weights, iterations, optimizer).
+    """
+
+    name = "fit"
+    summary = "SMPL fitted to 2D keypoints with priors and optional scene terms"
+    inputs = frozenset()
+    optional_inputs = frozenset({meshrec.Input.IMAGE, meshrec.Input.CAMERA, meshrec.Input.KEYPOINTS,
+                                 meshrec.Input.KEYPOINT_SEQUENCE, meshrec.Input.SCENE})
+    needs_checkpoint = False
+    batch_size = 32
+    joint_names = SMPL_OUTPUT_JOINT_NAMES
+
+    @classmethod
+    def build(cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device,
+              keypoint_layout: str = "coco17", schedule: str = "default", ground_plane: Any = None,
+              progress: bool = False, **options: Any) -> "Fit":
+        if checkpoint is not None:
+            raise meshrec.CheckpointError("method 'fit' has no weights; do not pass a checkpoint")
+        unknown = set(options) - _WEIGHT_OPTIONS
+        if unknown:
+            raise TypeError(f"method 'fit' got unknown options {sorted(unknown)}; it takes keypoint_layout, schedule, "
+                            f"ground_plane, progress and {sorted(_WEIGHT_OPTIONS)}")
+        config = FitConfig.schedule(schedule)
+        for key, value in options.items():
+            setattr(config, key, value)
+        config.__post_init__()
+        layout = get_layout(keypoint_layout)
+        regressor = None
+        if layout.uses_h36m_regressor:
+            location = body_model.model_file.parent if getattr(body_model, "model_file", None) else None
+            regressor = torch.as_tensor(load_joint_regressor("J_regressor_h36m.npy", location))
+        keypoint_model = KeypointModel(layout, regressor).to(device)
+        method = cls(keypoint_model, body_model, device, keypoint_layout=layout.name, progress=progress)
+        method.fit_config = config
+        method.ground_plane = GroundPlane.from_coefficients(ground_plane) if ground_plane is not None else None
+        return method
+
+    # -- checks -----------------------------------------------------------------------------------
+    def check_sample(self, sample: meshrec.Sample) -> None:
+        layout = self.model.layout
+        observed = sample.keypoint_sequence if sample.keypoint_sequence is not None else sample.keypoints
+        if observed is None:
+            raise meshrec.MissingInputError(
+                f"method 'fit' needs keypoints=... (P, K, 3) or keypoint_sequence=... (T, P, K, 3) for {sample.source}")
+        if observed.shape[-2] != len(layout):
+            raise ValueError(
+                f"keypoints of {sample.source} have {observed.shape[-2]} points per person but the layout "
+                f"{layout.name!r} has {len(layout)}; pick the layout with keypoint_layout= (coco17: 17, "
+                "openpose25: 25, h36m17: 17)")
+        people_confidence = observed[..., 2].reshape(-1, observed.shape[-2])
+        if np.any(people_confidence.max(axis=1) <= 0):
+            raise ValueError(f"keypoints of {sample.source}: a person has no keypoint with confidence > 0; "
+                             "drop that person or give confidences")
+        if sample.camera is None and not sample.has(meshrec.Input.IMAGE):
+            raise meshrec.MissingInputError(
+                f"method 'fit' needs camera=K (3x3 intrinsics) for {sample.source}, or the image, whose size "
+                "gives default intrinsics (focal length = image diagonal)")
+
+    # -- fitting ----------------------------------------------------------------------------------
+    def _intrinsics(self, sample: meshrec.Sample, dtype: torch.dtype) -> torch.Tensor:
+        if sample.camera is not None:
+            return torch.as_tensor(sample.camera, dtype=dtype, device=self.device)
+        height, width = sample.image().shape[:2]
+        return default_intrinsics(height, width, dtype).to(self.device)
+
+    def _scene_terms(self) -> dict[str, SceneTerm]:
+        terms: dict[str, SceneTerm] = {}
+        if self.ground_plane is not None:
+            terms.update(self.ground_plane.terms())
+        return terms
+
+    def _fit(self, keypoints: torch.Tensor, intrinsics: torch.Tensor, people: int | None, init: FitInit | None):
+        return fit_smpl(self.body_model, self.model, keypoints, intrinsics, self.fit_config, people=people,
+                        init=init, scene_terms=self._scene_terms(), progress=self.config["progress"])
+
+    def _predictions(self, result, owners: list[int], count: int, source_dtype) -> list[meshrec.Prediction]:
+        predictions = []
+        owner = torch.as_tensor(owners, device=self.device)
+        for index in range(count):
+            mine = owner == index
+            predictions.append(meshrec.Prediction(
+                vertices=result.vertices[mine], joints=result.joints[mine], global_orient=result.global_orient[mine],
+                body_pose=result.body_pose[mine], betas=result.betas[mine], transl=result.transl[mine],
+                scores=torch.exp(-result.losses["reprojection"][mine] / (len(self.model.layout) * 100.0)),
+                faces=self.body_model.faces_tensor, joint_names=self.joint_names,
+                extras={"fit_losses": {name: value[mine] for name, value in result.losses.items()}},
+            ))
+        return predictions
+
+    def predict_batch(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
+        # Fitting optimises with autograd, which meshrec.predict's inference mode would forbid.
+        with torch.inference_mode(False):
+            return self._predict(samples)
+
+    def _predict(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
+        dtype = self.body_model.v_template.dtype
+        predictions: dict[int, meshrec.Prediction] = {}
+        singles = [s for s in samples if s.keypoint_sequence is None]
+        if singles:
+            keypoints, intrinsics, owners = [], [], []
+            for index, sample in enumerate(singles):
+                observed = torch.as_tensor(sample.keypoints, dtype=dtype, device=self.device)
+                keypoints.append(observed)
+                intrinsics.append(self._intrinsics(sample, dtype).expand(len(observed), 3, 3))
+                owners += [index] * len(observed)
+            result = self._fit(torch.cat(keypoints), torch.cat(intrinsics), None, None)
+            for sample, prediction in zip(singles, self._predictions(result, owners, len(singles), dtype)):
+                predictions[sample.index] = prediction
+        for sample in samples:
+            if sample.keypoint_sequence is None:
+                continue
+            sequence = torch.as_tensor(sample.keypoint_sequence, dtype=dtype, device=self.device)
+            frames, people = sequence.shape[:2]
+            intrinsics = self._intrinsics(sample, dtype).expand(frames * people, 3, 3)
+            result = self._fit(sequence.reshape(frames * people, *sequence.shape[2:]), intrinsics, people, None)
+            prediction = self._predictions(result, [0] * (frames * people), 1, dtype)[0]
+            prediction.extras["frames"] = frames
+            predictions[sample.index] = prediction
+        return [predictions[sample.index] for sample in samples]
+
+    def refine(self, samples: list[meshrec.Sample], predictions: list[meshrec.Prediction]) -> list[meshrec.Prediction]:
+        dtype = self.body_model.v_template.dtype
+        keypoints, intrinsics, owners, inits = [], [], [], []
+        for index, (sample, prediction) in enumerate(zip(samples, predictions)):
+            if sample.keypoints is None:
+                raise meshrec.MissingInputError(f"refining with 'fit' needs keypoints=... for {sample.source}")
+            if len(sample.keypoints) != prediction.num_people:
+                raise ValueError(f"{sample.source}: {len(sample.keypoints)} keypoint sets for {prediction.num_people} "
+                                 "predicted people; give one set per predicted person, in the same order")
+            observed = torch.as_tensor(sample.keypoints, dtype=dtype, device=self.device)
+            keypoints.append(observed)
+            intrinsics.append(self._intrinsics(sample, dtype).expand(len(observed), 3, 3))
+            owners += [index] * len(observed)
+            inits.append(prediction)
+        init = FitInit(
+            global_orient=torch.cat([p.global_orient for p in inits]).to(self.device, dtype),
+            body_pose=torch.cat([p.body_pose for p in inits]).to(self.device, dtype),
+            betas=torch.cat([p.betas for p in inits]).to(self.device, dtype),
+            transl=torch.cat([p.transl for p in inits]).to(self.device, dtype),
+        )
+        result = self._fit(torch.cat(keypoints), torch.cat(intrinsics), None, init)
+        refined = self._predictions(result, owners, len(samples), dtype)
+        for before, after in zip(predictions, refined):
+            after.extras["refined_from"] = before.method
+            after.method = f"{before.method}+fit"
+        return refined
