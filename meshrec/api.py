@@ -371,12 +371,15 @@ def predict(
                 results = loaded.predict_batch(batch)
             if len(results) != len(batch):
                 raise RuntimeError(f"method {loaded.name!r} returned {len(results)} predictions for {len(batch)} inputs")
-            if refiner is not None:
-                # outside inference mode: refining optimises, which needs autograd
-                results = refiner.refine(batch, [result.detach().clone() for result in results])
             for sample, result in zip(batch, results):
                 result.source = result.source or sample.source
                 result.method = result.method or loaded.name
+            if refiner is not None:
+                # outside inference mode: refining optimises, which needs autograd
+                results = refiner.refine(batch, [result.detach().clone() for result in results])
+                for sample, result in zip(batch, results):
+                    result.source = result.source or sample.source
+            for sample in batch:
                 sample.release()
             predictions.extend(results)
             bar.update(len(batch))

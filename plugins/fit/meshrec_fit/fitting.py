@@ -73,7 +73,7 @@ class FitConfig:
 
     optimizer: str = "lbfgs"  # or "adam"
     placement_steps: int = 15  # stage 1 (L-BFGS iterations; Adam takes 10x as many)
-    body_steps: int = 40  # stage 2, per robustness level
+    body_steps: int = 60  # stage 2, per robustness level
     learning_rate: float = 1.0  # L-BFGS step scale (Adam: 0.02 used instead)
     # Geman-McClure scales (pixels) of stage 2, annealed: a wide one first, so that keypoints far
     # from the initial pose still pull (a narrow one saturates for them), then the narrow one that
@@ -329,6 +329,7 @@ def fit_smpl(
         progress: show a progress bar.
     """
     config = config or FitConfig()
+    keypoints, intrinsics = keypoints.detach(), intrinsics.detach()  # observations, not variables
     batch = keypoints.shape[0]
     people = people or batch
     if batch % people:
