@@ -18,10 +18,16 @@ from meshrec.body.files import (
     load_body_model_arrays,
     load_joint_regressor,
 )
+from meshrec.body.keypoints import LAYOUTS as KEYPOINT_LAYOUTS
+from meshrec.body.keypoints import KeypointLayout, KeypointModel, get_layout
 from meshrec.body.smpl import SMPL, SMPLH, SMPLHOutput, SMPLOutput
 from meshrec.errors import BodyModelNotFoundError
 
 __all__ = [
+    "KEYPOINT_LAYOUTS",
+    "KeypointLayout",
+    "KeypointModel",
+    "get_layout",
     "SMPL",
     "SMPLH",
     "SMPLHOutput",

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from meshrec.nn import matrix_to_axis_angle
 from meshrec.ops import rodrigues
-from meshrec_fit.keypoints import KeypointModel
+from meshrec.body.keypoints import KeypointModel
 from meshrec_fit.priors import (
     angle_limit_penalty,
     backward_limb_penalty,

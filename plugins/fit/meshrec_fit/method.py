@@ -14,7 +14,7 @@ import meshrec
 from meshrec.body import SMPL_OUTPUT_JOINT_NAMES, load_joint_regressor
 from meshrec.camera import default_intrinsics
 from meshrec_fit.fitting import FitConfig, FitInit, SceneTerm, fit_smpl
-from meshrec_fit.keypoints import KeypointModel, get_layout
+from meshrec.body.keypoints import KeypointModel, get_layout
 from meshrec_fit.scene import GroundPlane
 
 __all__ = ["Fit"]

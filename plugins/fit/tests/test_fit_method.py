@@ -11,7 +11,7 @@ from meshrec.nn import matrix_to_axis_angle
 from meshrec.ops import rodrigues
 from meshrec.testing import synthetic_smpl
 from meshrec_fit import plugin
-from meshrec_fit.keypoints import KeypointModel, get_layout
+from meshrec.body.keypoints import KeypointModel, get_layout
 from fit_scenarios import INTRINSICS, SITTING, WALKING, camera_orientation, observe, pelvis_aligned_error
 
 LAYOUT = "openpose25"

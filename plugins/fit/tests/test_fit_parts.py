@@ -9,7 +9,7 @@ import torch
 
 from meshrec.body import SMPL_JOINT_NAMES, SMPL_OUTPUT_JOINT_NAMES
 from meshrec.testing import synthetic_smpl
-from meshrec_fit.keypoints import LAYOUTS, KeypointModel, get_layout
+from meshrec.body.keypoints import LAYOUTS, KeypointModel, get_layout
 from meshrec_fit.priors import (
     JOINT_LIMITS,
     angle_limit_penalty,

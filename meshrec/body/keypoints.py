@@ -1,4 +1,5 @@
-"""2D keypoint layouts and where each keypoint comes from on the SMPL body.
+"""2D keypoint layouts (COCO-17, OpenPose BODY-25, Human3.6M-17) and where each keypoint comes
+from on the SMPL body.
 
 A layout names its keypoints in order and, for each, the body point it observes: one of the 45
 joints :class:`meshrec.body.SMPL` returns (24 kinematic joints, then smplx's 21 vertex joints),
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from meshrec.body import SMPL_OUTPUT_JOINT_NAMES
+from meshrec.body.constants import SMPL_OUTPUT_JOINT_NAMES
 
 __all__ = ["LAYOUTS", "KeypointLayout", "KeypointModel", "get_layout"]
 
