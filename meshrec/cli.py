@@ -143,15 +143,10 @@ def _command_eval(args: argparse.Namespace) -> int:
 
 
 def _command_demo(args: argparse.Namespace) -> int:
-    import meshrec
+    from meshrec.demo import run_demo
 
-    print(
-        "meshrec demo: not available yet in meshrec " + meshrec.__version__ + ".\n"
-        "It will fit SMPL to noisy 2D keypoints of a synthetic person in a synthetic scene, with and\n"
-        "without scene constraints, and write meshes, a picture and the errors. Nothing was fitted\n"
-        "and no result is shown. What this installation has now:"
-    )
-    return _command_info(argparse.Namespace(json=False))
+    run_demo(out=args.out, fast=args.fast, body_models=args.body_models, progress=args.progress)
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,8 +191,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write the results JSON here")
     evaluate.set_defaults(run=_command_eval)
 
-    demo = commands.add_parser("demo", help="the end-to-end demo (not available yet)")
-    demo.add_argument("--out", help="output folder")
+    demo = commands.add_parser("demo", help="fit SMPL to noisy keypoints of a person in a synthetic scene, "
+                               "with and without scene terms; no download")
+    demo.add_argument("--out", default="meshrec-demo", help="output folder (default: ./meshrec-demo)")
+    demo.add_argument("--fast", action="store_true", help="shorter optimisation (CI); worse numbers")
+    demo.add_argument("--body-models", help="folder with your SMPL files (default: the usual search order)")
+    demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="progress bars (default: on a terminal)")
     demo.set_defaults(run=_command_demo)
     return parser
 

@@ -15,7 +15,7 @@ from meshrec.body import SMPL_OUTPUT_JOINT_NAMES, load_joint_regressor
 from meshrec.camera import default_intrinsics
 from meshrec_fit.fitting import FitConfig, FitInit, SceneTerm, fit_smpl
 from meshrec.body.keypoints import KeypointModel, get_layout
-from meshrec_fit.scene import GroundPlane
+from meshrec_fit.scene import GroundPlane, SceneSDF
 
 __all__ = ["Fit"]
 
@@ -37,6 +37,8 @@ class Fit(meshrec.Method):
         schedule: "default", or "fast" (fewer iterations).
         ground_plane: (a, b, c, d) with the floor a x + b y + c z + d = 0 in the camera frame,
             (a, b, c) pointing up out of the floor: adds floor penetration and foot contact terms.
+        scene_sdf: (sdf (X, Y, Z), grid_min, grid_max), the scene's signed-distance grid in the
+            camera frame (PROX / SA-HMR layout): adds a scene penetration term.
         progress: show the optimisation's progress bar.
         any :class:`~meshrec_fit.fitting.FitConfig` field (weights, iterations, optimizer).
     """
@@ -53,13 +55,13 @@ class Fit(meshrec.Method):
     @classmethod
     def build(cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device,
               keypoint_layout: str = "coco17", schedule: str = "default", ground_plane: Any = None,
-              progress: bool = False, **options: Any) -> "Fit":
+              scene_sdf: Any = None, progress: bool = False, **options: Any) -> "Fit":
         if checkpoint is not None:
             raise meshrec.CheckpointError("method 'fit' has no weights; do not pass a checkpoint")
         unknown = set(options) - _WEIGHT_OPTIONS
         if unknown:
             raise TypeError(f"method 'fit' got unknown options {sorted(unknown)}; it takes keypoint_layout, schedule, "
-                            f"ground_plane, progress and {sorted(_WEIGHT_OPTIONS)}")
+                            f"ground_plane, scene_sdf, progress and {sorted(_WEIGHT_OPTIONS)}")
         config = FitConfig.schedule(schedule)
         for key, value in options.items():
             setattr(config, key, value)
@@ -72,7 +74,9 @@ class Fit(meshrec.Method):
         keypoint_model = KeypointModel(layout, regressor).to(device)
         method = cls(keypoint_model, body_model, device, keypoint_layout=layout.name, progress=progress)
         method.fit_config = config
-        method.ground_plane = GroundPlane.from_coefficients(ground_plane) if ground_plane is not None else None
+        method.scene = [GroundPlane.from_coefficients(ground_plane)] if ground_plane is not None else []
+        if scene_sdf is not None:
+            method.scene.append(SceneSDF.from_option(scene_sdf))
         return method
 
     # -- checks -----------------------------------------------------------------------------------
@@ -105,8 +109,8 @@ class Fit(meshrec.Method):
 
     def _scene_terms(self) -> dict[str, SceneTerm]:
         terms: dict[str, SceneTerm] = {}
-        if self.ground_plane is not None:
-            terms.update(self.ground_plane.terms())
+        for part in self.scene:
+            terms.update(part.terms())
         return terms
 
     def _fit(self, keypoints: torch.Tensor, intrinsics: torch.Tensor, people: int | None, init: FitInit | None):

@@ -50,3 +50,45 @@ class GroundPlane:
 
     def terms(self) -> dict:
         return {"floor_penetration": self.floor_penetration, "foot_contact": self.foot_contact}
+
+
+@dataclass
+class SceneSDF:
+    """A signed-distance grid of the scene in the camera frame (negative inside objects), as
+    PROX and SA-HMR store theirs: ``sdf[ix, iy, iz]`` at ``grid_min + index * (grid_max -
+    grid_min) / (dims - 1)`` (:func:`meshrec.ops.sample_sdf`).
+
+    Term ``scene_penetration``: the squared depth of body vertices inside the scene, summed.
+    """
+
+    sdf: torch.Tensor  # (X, Y, Z)
+    grid_min: tuple[float, float, float]
+    grid_max: tuple[float, float, float]
+
+    @classmethod
+    def from_option(cls, value) -> "SceneSDF":
+        if isinstance(value, SceneSDF):
+            return value
+        try:
+            sdf, grid_min, grid_max = value
+        except (TypeError, ValueError):
+            raise ValueError("scene_sdf must be (sdf (X, Y, Z), grid_min (3,), grid_max (3,))") from None
+        sdf = torch.as_tensor(sdf)
+        if sdf.dim() != 3 or min(sdf.shape) < 2:
+            raise ValueError(f"scene_sdf's grid must be (X, Y, Z) with at least 2 samples per axis, got {tuple(sdf.shape)}")
+        grid_min = tuple(float(v) for v in grid_min)
+        grid_max = tuple(float(v) for v in grid_max)
+        if len(grid_min) != 3 or len(grid_max) != 3 or not all(hi > lo for lo, hi in zip(grid_min, grid_max)):
+            raise ValueError(f"scene_sdf's grid_min {grid_min} must lie below grid_max {grid_max} on every axis")
+        return cls(sdf=sdf, grid_min=grid_min, grid_max=grid_max)
+
+    def distance(self, points: torch.Tensor) -> torch.Tensor:
+        from meshrec.ops import sample_sdf
+
+        return sample_sdf(points, self.sdf.to(points), self.grid_min, self.grid_max)
+
+    def scene_penetration(self, vertices: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        return (F.relu(-self.distance(vertices)) ** 2).sum(dim=1)
+
+    def terms(self) -> dict:
+        return {"scene_penetration": self.scene_penetration}
