@@ -1,0 +1,201 @@
+"""Pure-PyTorch references of the metrics ops (torch only: loadable without meshrec).
+
+They compute what the compiled kernels compute, by independent means where that makes a better
+oracle: Procrustes through ``torch.linalg.eigh`` of Horn's matrix, inside-mesh tests through the
+generalised winding number (a sum of solid angles), nearest points by brute force in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["nearest_points", "procrustes", "sample_sdf", "winding_number"]
+
+# The same thresholds as csrc/metrics/procrustes.h (see meshrec.ops.procrustes).
+_VARIANCE_TOLERANCE = 1e-26
+_COVARIANCE_TOLERANCE = 1e-13
+_GAP_TOLERANCE = 1e-10
+
+
+def _horn_matrix(S: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) cross-covariance -> (..., 4, 4) symmetric matrix with q^T N q = tr(R(q) S)."""
+    xx, xy, xz, yx, yy, yz, zx, zy, zz = S.flatten(-2).unbind(-1)
+    rows = [
+        [xx + yy + zz, yz - zy, zx - xz, xy - yx],
+        [yz - zy, xx - yy - zz, xy + yx, zx + xz],
+        [zx - xz, xy + yx, -xx + yy - zz, yz + zy],
+        [xy - yx, zx + xz, yz + zy, -xx - yy + zz],
+    ]
+    return torch.stack([torch.stack(row, -1) for row in rows], -2)
+
+
+def _horn_matrix_adjoint(G: torch.Tensor) -> torch.Tensor:
+    """Gradient with respect to S of <G, N(S)>."""
+    g = G.flatten(-2).unbind(-1)
+    g01, g02, g03 = g[1] + g[4], g[2] + g[8], g[3] + g[12]
+    g12, g13, g23 = g[6] + g[9], g[7] + g[13], g[11] + g[14]
+    xx = g[0] + g[5] - g[10] - g[15]
+    yy = g[0] - g[5] + g[10] - g[15]
+    zz = g[0] - g[5] - g[10] + g[15]
+    return torch.stack(
+        [xx, g03 + g12, -g02 + g13, -g03 + g12, yy, g01 + g23, g02 + g13, -g01 + g23, zz], -1
+    ).unflatten(-1, (3, 3))
+
+
+def _quaternion_to_rotation(q: torch.Tensor) -> torch.Tensor:
+    w, x, y, z = q.unbind(-1)
+    rows = [
+        [w * w + x * x - y * y - z * z, 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (y * x + w * z), w * w - x * x + y * y - z * z, 2 * (y * z - w * x)],
+        [2 * (z * x - w * y), 2 * (z * y + w * x), w * w - x * x - y * y + z * z],
+    ]
+    return torch.stack([torch.stack(row, -1) for row in rows], -2)
+
+
+class _TopQuaternion(torch.autograd.Function):
+    """Top eigenvector of Horn's matrix N(S) for |S|_F > 0, with the eigenvector derivative
+    restricted to determined directions (eigenvalue gaps above the tolerance), which autograd
+    through eigh does not do (it divides by every gap, also the zero ones)."""
+
+    @staticmethod
+    def forward(ctx, S):
+        norm = torch.linalg.matrix_norm(S).clamp_min(torch.finfo(S.dtype).tiny)
+        N = _horn_matrix(S / norm[..., None, None])
+        values, vectors = torch.linalg.eigh(N)
+        q = vectors[..., -1]
+        q = torch.where(q[..., :1] < 0, -q, q)
+        ctx.save_for_backward(N, values, vectors, q, norm)
+        return q
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_q):
+        # dq = sum_k v_k v_k^T dN q / (l_top - l_k) over the determined directions k.
+        N, values, vectors, q, norm = ctx.saved_tensors
+        top = torch.einsum("...i,...ij,...j->...", q, N, q)
+        gaps = top[..., None] - values
+        determined = gaps > _GAP_TOLERANCE
+        projection = torch.einsum("...ik,...i->...k", vectors, grad_q)
+        coefficient = torch.where(determined, projection / torch.where(determined, gaps, 1.0), 0.0) / norm[..., None]
+        G = torch.einsum("...k,...ik,...j->...ij", coefficient, vectors, q)
+        return _horn_matrix_adjoint(G)
+
+
+def procrustes(
+    source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, scaling: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(aligned, scale, rotation, translation) of the weighted similarity Procrustes problem;
+    see ``meshrec.ops.procrustes``."""
+    x, y = source, target
+    w = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device) if weights is None else weights
+    total = w.sum(-1)
+    empty = ~(total > 0)
+    safe_total = torch.where(empty, 1.0, total)
+    mean_x = (w[..., None] * x).sum(-2) / safe_total[..., None]
+    mean_y = (w[..., None] * y).sum(-2) / safe_total[..., None]
+    xc, yc = x - mean_x[..., None, :], y - mean_y[..., None, :]
+    S = torch.einsum("...n,...na,...nb->...ab", w, xc, yc)
+    variance = (w * xc.square().sum(-1)).sum(-1)
+    second_x = (w * x.square().sum(-1)).sum(-1)
+    second_y = (w * y.square().sum(-1)).sum(-1)
+    norm = torch.linalg.matrix_norm(S)
+    determined = (norm > _COVARIANCE_TOLERANCE * (second_x * second_y).sqrt()) & ~empty
+    eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(S.shape)
+    # Undetermined samples get a harmless stand-in, so that neither branch makes NaN gradients.
+    q = _TopQuaternion.apply(torch.where(determined[..., None, None], S, eye))
+    rotation = torch.where(determined[..., None, None], _quaternion_to_rotation(q), eye)
+    trace = (rotation * S.transpose(-1, -2)).sum((-1, -2))
+    if scaling:
+        scale_determined = (variance > _VARIANCE_TOLERANCE * second_x) & ~empty
+        scale = torch.where(scale_determined, trace / torch.where(scale_determined, variance, 1.0), 0.0)
+    else:
+        scale = torch.ones_like(trace)
+    scale = torch.where(empty, 1.0, scale)
+    translation = mean_y - scale[..., None] * (rotation @ mean_x[..., None])[..., 0]
+    translation = torch.where(empty[..., None], 0.0, translation)
+    aligned = scale[..., None, None] * (x @ rotation.transpose(-1, -2)) + translation[..., None, :]
+    return aligned, scale, rotation, translation
+
+
+def sample_sdf(points: torch.Tensor, sdf: torch.Tensor, grid_min, grid_max) -> torch.Tensor:
+    """Trilinear samples (...) of the grid sdf[ix, iy, iz] at points (..., 3); see
+    ``meshrec.ops.sample_sdf``. Differentiable with respect to the points and the grid."""
+    dims = torch.tensor(sdf.shape, device=points.device)
+    lower = torch.as_tensor(grid_min, dtype=points.dtype, device=points.device)
+    upper = torch.as_tensor(grid_max, dtype=points.dtype, device=points.device)
+    finite = ~points.isnan().any(-1)
+    u = (torch.where(finite[..., None], points, lower) - lower) / (upper - lower) * (dims - 1).to(points.dtype)
+    u = torch.minimum(u.clamp_min(0), (dims - 1).to(points.dtype))
+    base = torch.minimum(u.detach().floor().long(), dims - 2)
+    f = u - base.to(points.dtype)
+    flat = sdf.reshape(-1)
+
+    def corner(dx: int, dy: int, dz: int) -> torch.Tensor:
+        index = ((base[..., 0] + dx) * dims[1] + base[..., 1] + dy) * dims[2] + base[..., 2] + dz
+        return flat[index]
+
+    fx, fy, fz = f.unbind(-1)
+    c00 = corner(0, 0, 0) + fz * (corner(0, 0, 1) - corner(0, 0, 0))
+    c01 = corner(0, 1, 0) + fz * (corner(0, 1, 1) - corner(0, 1, 0))
+    c10 = corner(1, 0, 0) + fz * (corner(1, 0, 1) - corner(1, 0, 0))
+    c11 = corner(1, 1, 0) + fz * (corner(1, 1, 1) - corner(1, 1, 0))
+    c0 = c00 + fy * (c01 - c00)
+    c1 = c10 + fy * (c11 - c10)
+    value = c0 + fx * (c1 - c0)
+    return torch.where(finite, value, points.sum(-1))
+
+
+def winding_number(
+    points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
+    """Generalised winding numbers (B, P) of points (B or 1, P, 3) with respect to the meshes
+    (B, V, 3) with shared faces (F, 3): the sum of the signed solid angles of the faces seen
+    from each point, over 4 pi (Van Oosterom and Strackee's formula). Integer for a closed
+    mesh away from its surface. Brute force over every (point, face) pair, ``chunk`` points at
+    a time."""
+    triangles = vertices[:, faces]  # (B, F, 3, 3)
+    points = points.expand(vertices.shape[0], -1, -1)
+    out = []
+    for start in range(0, points.shape[1], chunk):
+        p = points[:, start : start + chunk]
+        r = triangles[:, None] - p[:, :, None, None, :]  # (B, C, F, 3, 3)
+        a, b, c = r.unbind(-2)
+        la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
+        numerator = (a * torch.cross(b, c, dim=-1)).sum(-1)
+        denominator = (
+            la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
+        )
+        out.append(torch.atan2(numerator, denominator).sum(-1) / (2 * math.pi))
+    if not out:
+        return vertices.new_zeros((vertices.shape[0], 0))
+    return torch.cat(out, 1)
+
+
+def nearest_points(
+    queries: torch.Tensor, points: torch.Tensor, chunk_elements: int = 1 << 22
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance (B, Q) from each query (B, Q, 3) to the nearest of points (B or 1, P, 3), and its
+    index (the smallest index among equally near points; -1 and inf for an empty cloud). Brute
+    force on exact differences, in chunks of about ``chunk_elements`` pairs, so memory stays
+    bounded for million-point scenes."""
+    batch, count = queries.shape[:2]
+    size = points.shape[1]
+    best = torch.full((batch, count), math.inf, dtype=queries.dtype, device=queries.device)
+    index = torch.full((batch, count), -1, dtype=torch.long, device=queries.device)
+    points = points.expand(batch, -1, -1)
+    query_chunk = max(1, min(count, chunk_elements // max(size, 1)))
+    point_chunk = max(1, chunk_elements // query_chunk)
+    for q0 in range(0, count, query_chunk):
+        q = queries[:, q0 : q0 + query_chunk]
+        for p0 in range(0, size, point_chunk):
+            d2 = (q[:, :, None, :] - points[:, None, p0 : p0 + point_chunk, :]).square().sum(-1)
+            value, argmin = d2.min(-1)
+            closer = value < best[:, q0 : q0 + query_chunk]
+            best[:, q0 : q0 + query_chunk] = torch.where(closer, value, best[:, q0 : q0 + query_chunk])
+            index[:, q0 : q0 + query_chunk] = torch.where(closer, argmin + p0, index[:, q0 : q0 + query_chunk])
+    nan = queries.isnan().any(-1)
+    best = torch.where(nan, queries.sum(-1), best)
+    index = torch.where(nan, -1, index)
+    return best.sqrt(), index
