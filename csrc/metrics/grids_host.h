@@ -83,8 +83,10 @@ inline int winding_query(const T* point, const WindingGridHost& grid, const T* v
 template <typename T>
 struct PointGridHost {
   PointGridParams params;
-  std::vector<int32_t> cell_start;  // cells + 1
-  std::vector<T> sorted_points;     // P x 3, grouped by cell
+  std::vector<int32_t> cell_start;   // cells + 1
+  std::vector<int32_t> block_count;  // points per block
+  std::vector<T> block_bounds;       // 6 per block: the box of its points
+  std::vector<T> sorted_points;      // P x 3, grouped by cell
   std::vector<int32_t> sorted_index;
 };
 
@@ -100,12 +102,12 @@ inline void build_point_grid(const T* points, int64_t count, PointGridHost<T>& g
     }
   point_grid_configure(g, lower, upper, count, point_grid_capacity(count));
   const int64_t cells = g.dims[0] * g.dims[1] * g.dims[2];
-  std::vector<int64_t> point_cell(count);
+  std::vector<int32_t> point_cell(count);
   grid.cell_start.assign(cells + 1, 0);
   for (int64_t i = 0; i < count; ++i) {
     const double p[3] = {static_cast<double>(points[3 * i]), static_cast<double>(points[3 * i + 1]),
                          static_cast<double>(points[3 * i + 2])};
-    point_cell[i] = point_grid_cell(g, p);
+    point_cell[i] = static_cast<int32_t>(point_grid_cell(g, p));
     ++grid.cell_start[point_cell[i] + 1];
   }
   for (int64_t c = 0; c < cells; ++c) grid.cell_start[c + 1] += grid.cell_start[c];
@@ -117,12 +119,19 @@ inline void build_point_grid(const T* points, int64_t count, PointGridHost<T>& g
     for (int a = 0; a < 3; ++a) grid.sorted_points[3 * static_cast<int64_t>(slot) + a] = points[3 * i + a];
     grid.sorted_index[slot] = static_cast<int32_t>(i);
   }
+  const int64_t blocks = g.blocks[0] * g.blocks[1] * g.blocks[2];
+  grid.block_count.resize(blocks);
+  grid.block_bounds.resize(6 * blocks);
+  for (int64_t b = 0; b < blocks; ++b)
+    grid.block_count[b] =
+        summarise_block(g, b, grid.cell_start.data(), grid.sorted_points.data(), grid.block_bounds.data() + 6 * b);
 }
 
 template <typename T>
 inline double nearest_query(const T* query, const PointGridHost<T>& grid, int64_t* index) {
-  return nearest_query(query, grid.params, grid.cell_start.data(), grid.sorted_points.data(), grid.sorted_index.data(),
-                       index);
+  return nearest_query(query, grid.params, grid.cell_start.data(), grid.block_count.data(), grid.block_bounds.data(),
+                       grid.sorted_points.data(),
+                       grid.sorted_index.data(), index);
 }
 
 }  // namespace metrics

@@ -90,6 +90,8 @@ struct NearestWorkspace {
   metrics::PointGridParams* params;  // scenes
   int32_t* cell_count;               // scenes x (capacity + 1)
   int32_t* cell_start;               // scenes x (capacity + 1)
+  int32_t* block_count;              // scenes x capacity
+  T* block_bounds;                   // scenes x capacity x 6
   int32_t* point_cell;               // scenes x P
   T* sorted_points;                  // scenes x P x 3
   int32_t* sorted_index;             // scenes x P
@@ -97,14 +99,15 @@ struct NearestWorkspace {
 
   static size_t layout(void* base, int64_t scenes, int64_t points, NearestWorkspace* out) {
     const int64_t capacity = metrics::point_grid_capacity(points);
-    const size_t sizes[6] = {
+    const size_t sizes[8] = {
         align_bytes(sizeof(metrics::PointGridParams) * scenes), align_bytes(sizeof(int32_t) * scenes * (capacity + 1)),
-        align_bytes(sizeof(int32_t) * scenes * (capacity + 1)), align_bytes(sizeof(int32_t) * scenes * points),
+        align_bytes(sizeof(int32_t) * scenes * (capacity + 1)), align_bytes(sizeof(int32_t) * scenes * capacity),
+        align_bytes(sizeof(T) * scenes * capacity * 6),         align_bytes(sizeof(int32_t) * scenes * points),
         align_bytes(sizeof(T) * scenes * points * 3),           align_bytes(sizeof(int32_t) * scenes * points)};
     char* cursor = static_cast<char*>(base);
     size_t total = 0;
-    void* pointers[6];
-    for (int k = 0; k < 6; ++k) {
+    void* pointers[8];
+    for (int k = 0; k < 8; ++k) {
       pointers[k] = cursor ? cursor + total : nullptr;
       total += sizes[k];
     }
@@ -112,9 +115,11 @@ struct NearestWorkspace {
       out->params = static_cast<metrics::PointGridParams*>(pointers[0]);
       out->cell_count = static_cast<int32_t*>(pointers[1]);
       out->cell_start = static_cast<int32_t*>(pointers[2]);
-      out->point_cell = static_cast<int32_t*>(pointers[3]);
-      out->sorted_points = static_cast<T*>(pointers[4]);
-      out->sorted_index = static_cast<int32_t*>(pointers[5]);
+      out->block_count = static_cast<int32_t*>(pointers[3]);
+      out->block_bounds = static_cast<T*>(pointers[4]);
+      out->point_cell = static_cast<int32_t*>(pointers[5]);
+      out->sorted_points = static_cast<T*>(pointers[6]);
+      out->sorted_index = static_cast<int32_t*>(pointers[7]);
       out->capacity = capacity;
     }
     return total;

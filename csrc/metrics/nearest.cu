@@ -64,20 +64,40 @@ __global__ void point_fill_kernel(const T* __restrict__ points, int64_t scenes, 
   }
 }
 
+// One thread per block of every scene (blocks beyond a scene's grid are left untouched).
+template <typename T>
+__global__ void block_summary_kernel(int64_t scenes, int64_t scene_size, int64_t capacity,
+                                     const metrics::PointGridParams* __restrict__ params,
+                                     const int32_t* __restrict__ cell_start, const T* __restrict__ sorted_points,
+                                     int32_t* __restrict__ block_count, T* __restrict__ block_bounds) {
+  const int64_t total = scenes * capacity;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t s = i / capacity, b = i % capacity;
+    const metrics::PointGridParams& g = params[s];
+    if (b >= g.blocks[0] * g.blocks[1] * g.blocks[2]) continue;
+    block_count[i] = metrics::summarise_block(g, b, cell_start + (capacity + 1) * s, sorted_points + 3 * scene_size * s,
+                                              block_bounds + 6 * i);
+  }
+}
+
 template <typename T>
 __global__ void nearest_query_kernel(const T* __restrict__ queries, int64_t batch, int64_t count, int64_t scenes,
                                      int64_t scene_size, int64_t capacity,
                                      const metrics::PointGridParams* __restrict__ params,
-                                     const int32_t* __restrict__ cell_start, const T* __restrict__ sorted_points,
-                                     const int32_t* __restrict__ sorted_index, T* __restrict__ distance,
+                                     const int32_t* __restrict__ cell_start, const int32_t* __restrict__ block_count,
+                                     const T* __restrict__ block_bounds, const T* __restrict__ sorted_points,
+                                     const int32_t* __restrict__ sorted_index,
+                                     T* __restrict__ distance,
                                      int64_t* __restrict__ index) {
   const int64_t total = batch * count;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t s = scenes == 1 ? 0 : i / count;
     const double squared =
-        metrics::nearest_query(queries + 3 * i, params[s], cell_start + (capacity + 1) * s,
-                               sorted_points + 3 * scene_size * s, sorted_index + scene_size * s, index + i);
+        metrics::nearest_query(queries + 3 * i, params[s], cell_start + (capacity + 1) * s, block_count + capacity * s,
+                               block_bounds + 6 * capacity * s, sorted_points + 3 * scene_size * s,
+                               sorted_index + scene_size * s, index + i);
     distance[i] = static_cast<T>(sqrt(squared));
   }
 }
@@ -105,9 +125,11 @@ cudaError_t launch_nearest_points(const T* queries, int64_t batch, int64_t count
         points, scenes, scene_size, ws.capacity, ws.point_cell, ws.cell_count, ws.cell_start, ws.sorted_points,
         ws.sorted_index);
   }
+  block_summary_kernel<T><<<blocks_for(scenes * ws.capacity), kThreadsPerBlock, 0, stream>>>(
+      scenes, scene_size, ws.capacity, ws.params, ws.cell_start, ws.sorted_points, ws.block_count, ws.block_bounds);
   nearest_query_kernel<T><<<blocks_for(batch * count), kThreadsPerBlock, 0, stream>>>(
-      queries, batch, count, scenes, scene_size, ws.capacity, ws.params, ws.cell_start, ws.sorted_points,
-      ws.sorted_index, distance, index);
+      queries, batch, count, scenes, scene_size, ws.capacity, ws.params, ws.cell_start, ws.block_count,
+      ws.block_bounds, ws.sorted_points, ws.sorted_index, distance, index);
   return cudaGetLastError();
 }
 
