@@ -104,10 +104,12 @@ MESHREC_HOST_DEVICE inline double determinant4(const double* A) {
   return s0 * c5 - s1 * c4 + s2 * c3 + s3 * c2 - s4 * c1 + s5 * c0;
 }
 
-// A null vector of a symmetric positive semi-definite 4x4 M (up to rounding): LDL^T with
-// diagonal pivoting, stopping where the remaining diagonal is negligible, then back
-// substitution with the first free variable set to 1. The pivoting keeps the multipliers
-// bounded, so |M x| / |x| stays at the level of the neglected Schur complement. x is unit.
+// A unit null vector of a symmetric positive semi-definite 4x4 M (up to rounding): LDL^T with
+// diagonal pivoting, stopping where the remaining diagonal is negligible (1e-12 of the largest),
+// then back substitution. The pivoting keeps the multipliers bounded, so |M x| / |x| stays at the
+// level of the neglected Schur complement. When the null space has several dimensions (the
+// optimal rotation is not unique), x is the unit vector of it closest to (1, 0, 0, 0): for
+// quaternions, the smallest rotation among the optimal ones (then e1, e2, e3 if that fails).
 MESHREC_HOST_DEVICE inline void psd_null_vector4(const double* M, double* x) {
   double a[4][4];
   double L[4][4] = {{0.0}};
@@ -115,8 +117,8 @@ MESHREC_HOST_DEVICE inline void psd_null_vector4(const double* M, double* x) {
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) a[i][j] = M[4 * i + j];
   double scale = 0.0;
-  for (int i = 0; i < 4; ++i) scale = fmax(scale, fabs(a[i][i]));
-  const double negligible = 1e-14 * scale;
+  for (int i = 0; i < 4; ++i) scale = scale > fabs(a[i][i]) ? scale : fabs(a[i][i]);
+  const double negligible = 1e-12 * scale;
   int rank = 0;
   for (int k = 0; k < 3; ++k) {
     int p = k;
@@ -150,17 +152,45 @@ MESHREC_HOST_DEVICE inline void psd_null_vector4(const double* M, double* x) {
     }
     rank = k + 1;
   }
-  double y[4] = {0.0, 0.0, 0.0, 0.0};
-  y[rank] = 1.0;
-  for (int i = rank - 1; i >= 0; --i) {
-    double sum = 0.0;
-    for (int j = i + 1; j < 4; ++j) sum += L[j][i] * y[j];
-    y[i] = -sum;
+  // One null vector per free variable (orthonormalised), in the original coordinates.
+  const int dims = 4 - rank;
+  double basis[4][4];
+  for (int f = 0; f < dims; ++f) {
+    double y[4] = {0.0, 0.0, 0.0, 0.0};
+    y[rank + f] = 1.0;
+    for (int i = rank - 1; i >= 0; --i) {
+      double sum = 0.0;
+      for (int j = i + 1; j < 4; ++j) sum += L[j][i] * y[j];
+      y[i] = -sum;
+    }
+    for (int i = 0; i < 4; ++i) basis[f][perm[i]] = y[i];
+    for (int g = 0; g < f; ++g) {
+      double dot = 0.0;
+      for (int i = 0; i < 4; ++i) dot += basis[f][i] * basis[g][i];
+      for (int i = 0; i < 4; ++i) basis[f][i] -= dot * basis[g][i];
+    }
+    double norm = 0.0;
+    for (int i = 0; i < 4; ++i) norm += basis[f][i] * basis[f][i];
+    norm = sqrt(norm);
+    for (int i = 0; i < 4; ++i) basis[f][i] /= norm;
   }
-  double norm = 0.0;
-  for (int i = 0; i < 4; ++i) norm += y[i] * y[i];
-  norm = sqrt(norm);
-  for (int i = 0; i < 4; ++i) x[perm[i]] = y[i] / norm;
+  if (dims == 1) {
+    for (int i = 0; i < 4; ++i) x[i] = basis[0][i];
+    return;
+  }
+  for (int axis = 0; axis < 4; ++axis) {
+    double norm = 0.0;
+    for (int i = 0; i < 4; ++i) {
+      x[i] = 0.0;
+      for (int f = 0; f < dims; ++f) x[i] += basis[f][axis] * basis[f][i];
+      norm += x[i] * x[i];
+    }
+    if (norm > 1e-12 || axis == 3) {
+      norm = sqrt(norm);
+      for (int i = 0; i < 4; ++i) x[i] /= norm;
+      return;
+    }
+  }
 }
 
 // Top eigenvector q of N(S) and its eigenvalue q^T N q = max over rotations of tr(R S).

@@ -17,6 +17,7 @@ __all__ = ["nearest_points", "procrustes", "sample_sdf", "winding_number"]
 _VARIANCE_TOLERANCE = 1e-26
 _COVARIANCE_TOLERANCE = 1e-13
 _GAP_TOLERANCE = 1e-10
+_DEGENERATE_TOLERANCE = 1e-12  # top eigenvalues this close (relative) span the optimal rotations
 
 
 def _horn_matrix(S: torch.Tensor) -> torch.Tensor:
@@ -64,7 +65,15 @@ class _TopQuaternion(torch.autograd.Function):
         norm = torch.linalg.matrix_norm(S).clamp_min(torch.finfo(S.dtype).tiny)
         N = _horn_matrix(S / norm[..., None, None])
         values, vectors = torch.linalg.eigh(N)
-        q = vectors[..., -1]
+        # Where the top eigenvalue is repeated every unit vector of its eigenspace is optimal: take
+        # the one closest to (1, 0, 0, 0), the smallest rotation (then e1, e2, e3), as the kernel.
+        scale = values.abs().amax(-1, keepdim=True)
+        top_space = vectors * ((values[..., -1:] - values) <= _DEGENERATE_TOLERANCE * scale)[..., None, :]
+        projections = top_space @ top_space.transpose(-1, -2)  # column k: e_k projected on the space
+        usable = torch.linalg.vector_norm(projections, dim=-2) > 1e-6
+        first = torch.where(usable, torch.arange(4, device=S.device).flip(0) + 1, 0).argmax(-1)
+        q = torch.gather(projections, -1, first[..., None, None].expand(*first.shape, 4, 1))[..., 0]
+        q = torch.nn.functional.normalize(q, dim=-1)
         q = torch.where(q[..., :1] < 0, -q, q)
         ctx.save_for_backward(N, values, vectors, q, norm)
         return q
@@ -88,8 +97,10 @@ def procrustes(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(aligned, scale, rotation, translation) of the weighted similarity Procrustes problem;
     see ``meshrec.ops.procrustes``."""
-    x, y = source, target
-    w = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device) if weights is None else weights
+    # Double precision inside, as the kernels: the degeneracy thresholds are relative to it.
+    dtype = source.dtype
+    x, y = source.double(), target.double()
+    w = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device) if weights is None else weights.double()
     total = w.sum(-1)
     empty = ~(total > 0)
     safe_total = torch.where(empty, 1.0, total)
@@ -116,7 +127,7 @@ def procrustes(
     translation = mean_y - scale[..., None] * (rotation @ mean_x[..., None])[..., 0]
     translation = torch.where(empty[..., None], 0.0, translation)
     aligned = scale[..., None, None] * (x @ rotation.transpose(-1, -2)) + translation[..., None, :]
-    return aligned, scale, rotation, translation
+    return aligned.to(dtype), scale.to(dtype), rotation.to(dtype), translation.to(dtype)
 
 
 def sample_sdf(points: torch.Tensor, sdf: torch.Tensor, grid_min, grid_max) -> torch.Tensor:
