@@ -277,7 +277,8 @@ class BodyModelSet:
             model = self.model(name)
             reference = next(model.buffers())
             subset = {k: v[selected.to(v.device)].to(reference) for k, v in params.items() if v is not None}
-            out = model(**subset, pose2rot=pose2rot)
+            with torch.no_grad():
+                out = model(**subset, pose2rot=pose2rot)
             if vertices is None:
                 vertices = out.vertices.new_empty((batch, *out.vertices.shape[1:]))
                 joints = out.joints.new_empty((batch, *out.joints.shape[1:]))

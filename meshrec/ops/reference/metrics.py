@@ -161,52 +161,61 @@ def sample_sdf(points: torch.Tensor, sdf: torch.Tensor, grid_min, grid_max) -> t
 def winding_number(
     points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, chunk: int = 256
 ) -> torch.Tensor:
-    """Generalised winding numbers (B, P) of points (B or 1, P, 3) with respect to the meshes
-    (B, V, 3) with shared faces (F, 3): the sum of the signed solid angles of the faces seen
-    from each point, over 4 pi (Van Oosterom and Strackee's formula). Integer for a closed
-    mesh away from its surface. Brute force over every (point, face) pair, ``chunk`` points at
-    a time."""
-    triangles = vertices[:, faces]  # (B, F, 3, 3)
-    points = points.expand(vertices.shape[0], -1, -1)
-    out = []
-    for start in range(0, points.shape[1], chunk):
-        p = points[:, start : start + chunk]
-        r = triangles[:, None] - p[:, :, None, None, :]  # (B, C, F, 3, 3)
-        a, b, c = r.unbind(-2)
-        la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
-        numerator = (a * torch.cross(b, c, dim=-1)).sum(-1)
-        denominator = (
-            la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
-        )
-        out.append(torch.atan2(numerator, denominator).sum(-1) / (2 * math.pi))
-    if not out:
-        return vertices.new_zeros((vertices.shape[0], 0))
-    return torch.cat(out, 1)
+    """Generalised winding numbers (B, P) of points (B or 1, P, 3) with respect to the closed
+    meshes (B, V, 3) with shared faces (F, 3): the sum of the signed solid angles of the faces
+    seen from each point, over 4 pi (Van Oosterom and Strackee's formula); an integer away from
+    the surface. Points outside a mesh's bounding box get 0 without the sum (exact for closed
+    meshes); the others are summed by brute force, ``chunk`` points at a time."""
+    batch = vertices.shape[0]
+    points = points.expand(batch, -1, -1)
+    out = torch.zeros(points.shape[:2], dtype=vertices.dtype, device=vertices.device)
+    for b in range(batch):
+        lower, upper = vertices[b].amin(0), vertices[b].amax(0)
+        candidates = torch.nonzero(((points[b] >= lower) & (points[b] <= upper)).all(-1)).flatten()
+        a0, b0, c0 = vertices[b][faces].unbind(1)  # (F, 3) each
+        for start in range(0, candidates.numel(), chunk):
+            selected = candidates[start : start + chunk]
+            p = points[b, selected][:, None, :]
+            a, bb, c = a0 - p, b0 - p, c0 - p
+            la, lb, lc = (torch.linalg.vector_norm(v, dim=-1) for v in (a, bb, c))
+            numerator = (a * torch.linalg.cross(bb, c)).sum(-1)
+            denominator = la * lb * lc + (a * bb).sum(-1) * lc + (bb * c).sum(-1) * la + (c * a).sum(-1) * lb
+            out[b, selected] = torch.atan2(numerator, denominator).sum(-1) / (2 * math.pi)
+    nan = points.isnan().any(-1)
+    return torch.where(nan, points.sum(-1).to(out.dtype), out)
 
 
 def nearest_points(
     queries: torch.Tensor, points: torch.Tensor, chunk_elements: int = 1 << 22
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance (B, Q) from each query (B, Q, 3) to the nearest of points (B or 1, P, 3), and its
-    index (the smallest index among equally near points; -1 and inf for an empty cloud). Brute
-    force on exact differences, in chunks of about ``chunk_elements`` pairs, so memory stays
-    bounded for million-point scenes."""
+    index (the smallest index among equally near points; inf and -1 for an empty cloud, NaN and
+    -1 for a NaN query). Brute force in chunks of about ``chunk_elements`` pairs, so memory stays
+    bounded for million-point scenes: candidates by |q|^2 + |p|^2 - 2 q.p in float64 (matrix
+    products), the distance of the chosen pair then recomputed from its difference."""
     batch, count = queries.shape[:2]
     size = points.shape[1]
-    best = torch.full((batch, count), math.inf, dtype=queries.dtype, device=queries.device)
+    q64 = queries.double()
+    p64 = points.double().expand(batch, -1, -1)
+    p_squared = p64.square().sum(-1)
+    best = torch.full((batch, count), math.inf, dtype=torch.float64, device=queries.device)
     index = torch.full((batch, count), -1, dtype=torch.long, device=queries.device)
-    points = points.expand(batch, -1, -1)
     query_chunk = max(1, min(count, chunk_elements // max(size, 1)))
     point_chunk = max(1, chunk_elements // query_chunk)
     for q0 in range(0, count, query_chunk):
-        q = queries[:, q0 : q0 + query_chunk]
+        q = q64[:, q0 : q0 + query_chunk]
+        q_squared = q.square().sum(-1, keepdim=True)
         for p0 in range(0, size, point_chunk):
-            d2 = (q[:, :, None, :] - points[:, None, p0 : p0 + point_chunk, :]).square().sum(-1)
+            p = p64[:, p0 : p0 + point_chunk]
+            d2 = torch.baddbmm(p_squared[:, None, p0 : p0 + point_chunk], q, p.transpose(1, 2), alpha=-2).add_(q_squared)
             value, argmin = d2.min(-1)
             closer = value < best[:, q0 : q0 + query_chunk]
             best[:, q0 : q0 + query_chunk] = torch.where(closer, value, best[:, q0 : q0 + query_chunk])
             index[:, q0 : q0 + query_chunk] = torch.where(closer, argmin + p0, index[:, q0 : q0 + query_chunk])
     nan = queries.isnan().any(-1)
-    best = torch.where(nan, queries.sum(-1), best)
     index = torch.where(nan, -1, index)
-    return best.sqrt(), index
+    distance = torch.full((batch, count), math.inf, dtype=queries.dtype, device=queries.device)
+    if size:
+        nearest = torch.gather(points.expand(batch, -1, -1), 1, index.clamp_min(0)[..., None].expand(-1, -1, 3))
+        distance = torch.where(index >= 0, torch.linalg.vector_norm(queries - nearest, dim=-1), distance)
+    return torch.where(nan, queries.sum(-1), distance), index
