@@ -52,7 +52,7 @@ TORCH_LIBRARY(meshrec, m) {
   m.set_python_module("meshrec.ops._registrations.metrics");
   m.def(
       "procrustes(Tensor source, Tensor target, Tensor? weights, bool scaling) -> "
-      "(Tensor aligned, Tensor scale, Tensor rotation, Tensor translation)");
+      "(Tensor aligned, Tensor scale, Tensor rotation, Tensor translation, Tensor residual)");
   m.def(
       "procrustes_backward(Tensor grad_aligned, Tensor grad_scale, Tensor grad_rotation, Tensor grad_translation, "
       "Tensor source, Tensor target, Tensor? weights, bool scaling) -> "

@@ -28,7 +28,7 @@ int64_t point_sets(const at::Tensor& points) {
   return sets;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> procrustes_cpu(const at::Tensor& source,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> procrustes_cpu(const at::Tensor& source,
                                                                           const at::Tensor& target,
                                                                           const c10::optional<at::Tensor>& weights,
                                                                           bool scaling) {
@@ -39,6 +39,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> procrustes_cpu(const 
   at::Tensor scale = at::empty(procrustes_batch_shape(x), x.options());
   at::Tensor rotation = at::empty(procrustes_batch_shape(x, 3, 3), x.options());
   at::Tensor translation = at::empty(procrustes_batch_shape(x, 3), x.options());
+  at::Tensor residual = at::empty(procrustes_batch_shape(x, x.size(-2)), x.options());
   const int64_t batch = point_sets(x), count = x.size(-2);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "meshrec::procrustes", [&] {
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
@@ -48,20 +49,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> procrustes_cpu(const 
     scalar_t* scale_ptr = scale.mutable_data_ptr<scalar_t>();
     scalar_t* rotation_ptr = rotation.mutable_data_ptr<scalar_t>();
     scalar_t* translation_ptr = translation.mutable_data_ptr<scalar_t>();
+    scalar_t* residual_ptr = residual.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, batch, kSamplesPerTask, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         metrics::ProcrustesSolution solution;
         const int64_t offset = 3 * count * b;
         metrics::solve_procrustes(x_ptr + offset, y_ptr + offset, w_ptr ? w_ptr + count * b : nullptr, count, scaling,
                                   solution);
-        metrics::apply_similarity(solution, x_ptr + offset, count, aligned_ptr + offset);
+        metrics::apply_similarity(solution, x_ptr + offset, y_ptr + offset, count, aligned_ptr + offset,
+                                  residual_ptr + count * b);
         scale_ptr[b] = static_cast<scalar_t>(solution.scale);
         for (int k = 0; k < 9; ++k) rotation_ptr[9 * b + k] = static_cast<scalar_t>(solution.rotation[k]);
         for (int a = 0; a < 3; ++a) translation_ptr[3 * b + a] = static_cast<scalar_t>(solution.translation[a]);
       }
     });
   });
-  return {aligned, scale, rotation, translation};
+  return {aligned, scale, rotation, translation, residual};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> procrustes_backward_cpu(

@@ -21,7 +21,7 @@ int64_t point_sets(const at::Tensor& points) {
   return sets;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> procrustes_cuda(const at::Tensor& source,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> procrustes_cuda(const at::Tensor& source,
                                                                            const at::Tensor& target,
                                                                            const c10::optional<at::Tensor>& weights,
                                                                            bool scaling) {
@@ -33,16 +33,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> procrustes_cuda(const
   at::Tensor scale = at::empty(procrustes_batch_shape(x), x.options());
   at::Tensor rotation = at::empty(procrustes_batch_shape(x, 3, 3), x.options());
   at::Tensor translation = at::empty(procrustes_batch_shape(x, 3), x.options());
+  at::Tensor residual = at::empty(procrustes_batch_shape(x, x.size(-2)), x.options());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "meshrec::procrustes", [&] {
     check_launch(cuda::launch_procrustes<scalar_t>(
                      x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
                      w.defined() ? w.const_data_ptr<scalar_t>() : nullptr, point_sets(x), x.size(-2), scaling,
                      aligned.mutable_data_ptr<scalar_t>(), scale.mutable_data_ptr<scalar_t>(),
-                     rotation.mutable_data_ptr<scalar_t>(), translation.mutable_data_ptr<scalar_t>(), stream),
+                     rotation.mutable_data_ptr<scalar_t>(), translation.mutable_data_ptr<scalar_t>(),
+                     residual.mutable_data_ptr<scalar_t>(), stream),
                  "procrustes");
   });
-  return {aligned, scale, rotation, translation};
+  return {aligned, scale, rotation, translation, residual};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> procrustes_backward_cuda(

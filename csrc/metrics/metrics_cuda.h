@@ -15,10 +15,12 @@
 namespace meshrec {
 namespace cuda {
 
-// ---- procrustes: batch point sets of count points; weights may be null.
+// ---- procrustes: batch point sets of count points; weights may be null; residual: batch x count
+// distances |aligned - target|.
 template <typename T>
 cudaError_t launch_procrustes(const T* source, const T* target, const T* weights, int64_t batch, int64_t count,
-                              bool scaling, T* aligned, T* scale, T* rotation, T* translation, cudaStream_t stream);
+                              bool scaling, T* aligned, T* scale, T* rotation, T* translation, T* residual,
+                              cudaStream_t stream);
 
 template <typename T>
 cudaError_t launch_procrustes_backward(const T* grad_aligned, const T* grad_scale, const T* grad_rotation,

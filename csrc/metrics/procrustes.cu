@@ -11,14 +11,15 @@ template <typename T>
 __global__ void procrustes_kernel(const T* __restrict__ source, const T* __restrict__ target,
                                   const T* __restrict__ weights, int64_t batch, int64_t count, bool scaling,
                                   T* __restrict__ aligned, T* __restrict__ scale, T* __restrict__ rotation,
-                                  T* __restrict__ translation) {
+                                  T* __restrict__ translation, T* __restrict__ residual) {
   for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < batch;
        b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t offset = 3 * count * b;
     metrics::ProcrustesSolution solution;
     metrics::solve_procrustes(source + offset, target + offset, weights ? weights + count * b : nullptr, count,
                               scaling, solution);
-    metrics::apply_similarity(solution, source + offset, count, aligned + offset);
+    metrics::apply_similarity(solution, source + offset, target + offset, count, aligned + offset,
+                              residual + count * b);
     scale[b] = static_cast<T>(solution.scale);
     for (int k = 0; k < 9; ++k) rotation[9 * b + k] = static_cast<T>(solution.rotation[k]);
     for (int a = 0; a < 3; ++a) translation[3 * b + a] = static_cast<T>(solution.translation[a]);
@@ -55,10 +56,11 @@ inline unsigned int procrustes_blocks(int64_t batch) {
 
 template <typename T>
 cudaError_t launch_procrustes(const T* source, const T* target, const T* weights, int64_t batch, int64_t count,
-                              bool scaling, T* aligned, T* scale, T* rotation, T* translation, cudaStream_t stream) {
+                              bool scaling, T* aligned, T* scale, T* rotation, T* translation, T* residual,
+                              cudaStream_t stream) {
   if (batch == 0) return cudaSuccess;
   procrustes_kernel<T><<<procrustes_blocks(batch), kProcrustesThreads, 0, stream>>>(
-      source, target, weights, batch, count, scaling, aligned, scale, rotation, translation);
+      source, target, weights, batch, count, scaling, aligned, scale, rotation, translation, residual);
   return cudaGetLastError();
 }
 
@@ -76,7 +78,7 @@ cudaError_t launch_procrustes_backward(const T* grad_aligned, const T* grad_scal
 
 #define MESHREC_INSTANTIATE(T)                                                                                    \
   template cudaError_t launch_procrustes<T>(const T*, const T*, const T*, int64_t, int64_t, bool, T*, T*, T*, T*, \
-                                            cudaStream_t);                                                        \
+                                            T*, cudaStream_t);                                                    \
   template cudaError_t launch_procrustes_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*,  \
                                                      const T*, int64_t, int64_t, bool, T*, T*, T*, cudaStream_t);
 MESHREC_INSTANTIATE(float)

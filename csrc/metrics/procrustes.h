@@ -194,8 +194,9 @@ MESHREC_HOST_DEVICE inline void psd_null_vector4(const double* M, double* x) {
 }
 
 // Top eigenvector q of N(S) and its eigenvalue q^T N q = max over rotations of tr(R S).
-// Requires |S|_F > 0.
-MESHREC_HOST_DEVICE inline double top_quaternion(const double* S, double cross_norm, double* q) {
+// Requires |S|_F > 0. `bound` is an upper bound on that maximum (the Cauchy-Schwarz bound
+// sqrt(v_x v_y)), which starts Newton close to the root for well-aligned point sets.
+MESHREC_HOST_DEVICE inline double top_quaternion(const double* S, double cross_norm, double bound, double* q) {
   double unit_S[9];
   for (int k = 0; k < 9; ++k) unit_S[k] = S[k] / cross_norm;
   double N[16];
@@ -203,29 +204,42 @@ MESHREC_HOST_DEVICE inline double top_quaternion(const double* S, double cross_n
   // With |S|_F = 1: p(l) = l^4 - 2 l^2 + c1 l + c0 and every eigenvalue lies in [-sqrt 3, sqrt 3].
   const double c1 = -8.0 * determinant3(unit_S);
   const double c0 = determinant4(N);
-  double lambda = 1.7320508075688772;
+  // Start a little above the bound: from just above a double root (collinear points) the
+  // polynomial is below rounding and a Newton step would be noise.
+  const double normalised_bound = (1.0 + 1e-6) * bound / cross_norm;
+  double lambda = normalised_bound < 1.7320508075688772 ? normalised_bound : 1.7320508075688772;
+  double lower = N[0];  // a Rayleigh quotient: the top eigenvalue is at least every diagonal entry
+  for (int k = 1; k < 4; ++k) lower = lower > N[5 * k] ? lower : N[5 * k];
   for (int iteration = 0; iteration < 80; ++iteration) {
     const double l2 = lambda * lambda;
     const double p = (l2 - 2.0) * l2 + c1 * lambda + c0;
     const double dp = (4.0 * l2 - 4.0) * lambda + c1;
     if (!(p > 0.0) || !(dp > 0.0)) break;
     const double step = p / dp;
+    if (!(lambda - step > lower)) {
+      lambda = lower;
+      break;
+    }
     lambda -= step;
     if (!(step > 1e-16 * fabs(lambda))) break;
   }
   double M[16];
-  for (int pass = 0; pass < 2; ++pass) {
+  for (int pass = 0; pass < 3; ++pass) {
     for (int k = 0; k < 16; ++k) M[k] = -N[k];
     for (int k = 0; k < 4; ++k) M[5 * k] += lambda;
     psd_null_vector4(M, q);
-    // Rayleigh quotient: accurate to rounding even when Newton stalled at a double root.
     double quotient = 0.0;
     for (int i = 0; i < 4; ++i) {
       double row = 0.0;
       for (int j = 0; j < 4; ++j) row += N[4 * i + j] * q[j];
       quotient += q[i] * row;
     }
+    // Newton stalls near a double root (collinear points), about 1e-8 off; the Rayleigh quotient
+    // of the vector found is far more accurate, and refactorising with it resolves the eigenspace
+    // (and picks the smallest rotation in it). A simple root needs one pass.
+    const bool converged = fabs(quotient - lambda) <= 1e-13;
     lambda = quotient;
+    if (converged) break;
   }
   if (q[0] < 0.0)
     for (int k = 0; k < 4; ++k) q[k] = -q[k];
@@ -339,7 +353,7 @@ MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* targe
     out.source_mean[a] = sx[a] / weight;
     out.target_mean[a] = sy[a] / weight;
   }
-  double second_x = 0.0, second_y = 0.0;
+  double second_x = 0.0, second_y = 0.0, target_variance = 0.0;
   for (int64_t i = 0; i < count; ++i) {
     const double w = weights ? static_cast<double>(weights[i]) : 1.0;
     double x[3], y[3];
@@ -352,6 +366,7 @@ MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* targe
       y[a] = ya - out.target_mean[a];
     }
     out.source_variance += w * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);
+    target_variance += w * (y[0] * y[0] + y[1] * y[1] + y[2] * y[2]);
     for (int a = 0; a < 3; ++a) {
       const double wx = w * x[a];
       for (int b = 0; b < 3; ++b) out.cross[3 * a + b] += wx * y[b];
@@ -361,7 +376,8 @@ MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* targe
   for (int k = 0; k < 9; ++k) norm2 += out.cross[k] * out.cross[k];
   out.cross_norm = sqrt(norm2);
   if (out.cross_norm > kProcrustesCovarianceTolerance * sqrt(second_x * second_y)) {
-    out.trace = top_quaternion(out.cross, out.cross_norm, out.quaternion);
+    out.trace = top_quaternion(out.cross, out.cross_norm, sqrt(out.source_variance * target_variance) * (1.0 + 1e-12),
+                               out.quaternion);
     quaternion_to_rotation(out.quaternion, out.rotation);
     out.rotation_determined = true;
   } else {
@@ -382,17 +398,22 @@ MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* targe
   }
 }
 
-// Applies the solved transform: aligned_i = s R x_i + t.
+// Applies the solved transform, aligned_i = s R x_i + t, and writes |aligned_i - y_i|.
 template <typename T>
-MESHREC_HOST_DEVICE inline void apply_similarity(const ProcrustesSolution& solution, const T* source, int64_t count,
-                                                 T* aligned) {
+MESHREC_HOST_DEVICE inline void apply_similarity(const ProcrustesSolution& solution, const T* source, const T* target,
+                                                 int64_t count, T* aligned, T* residual) {
   const double* R = solution.rotation;
   const double s = solution.scale;
   for (int64_t i = 0; i < count; ++i) {
     const double x = source[3 * i], y = source[3 * i + 1], z = source[3 * i + 2];
-    for (int a = 0; a < 3; ++a)
-      aligned[3 * i + a] =
-          static_cast<T>(s * (R[3 * a] * x + R[3 * a + 1] * y + R[3 * a + 2] * z) + solution.translation[a]);
+    double squared = 0.0;
+    for (int a = 0; a < 3; ++a) {
+      const double value = s * (R[3 * a] * x + R[3 * a + 1] * y + R[3 * a + 2] * z) + solution.translation[a];
+      const double difference = value - static_cast<double>(target[3 * i + a]);
+      squared += difference * difference;
+      aligned[3 * i + a] = static_cast<T>(value);
+    }
+    residual[i] = static_cast<T>(sqrt(squared));
   }
 }
 

@@ -149,13 +149,11 @@ def mpjpe(
     return masked_mean(errors, _check_mask(mask, errors.shape))
 
 
-def _procrustes_aligned(
-    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None
-) -> torch.Tensor:
+def _procrustes(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None):
     dtype = pred.dtype if pred.dtype in (torch.float32, torch.float64) else torch.float32
     if weights is not None:
         weights = weights.to(dtype)
-    return procrustes(pred.to(dtype), target.to(dtype), weights).aligned.to(pred.dtype)
+    return procrustes(pred.to(dtype), target.to(dtype), weights)
 
 
 def _scale_aligned(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -198,8 +196,7 @@ def pa_mpjpe(
     weights = _check_mask(align_weights, pred.shape[:-1], "align_weights")
     if weights is None and mask is not None:
         weights = mask
-    aligned = _procrustes_aligned(pred, target, weights)
-    errors = torch.linalg.vector_norm(aligned - target, dim=-1)
+    errors = _procrustes(pred, target, weights).residual.to(pred.dtype)
     return errors if per_joint else masked_mean(errors, mask)
 
 
@@ -257,7 +254,7 @@ def pve(
         target_vertices = target_vertices - target_root[..., None, :]
     mask = _check_mask(mask, pred_vertices.shape[:-1])
     if alignment == "procrustes":
-        pred_vertices = _procrustes_aligned(pred_vertices, target_vertices, mask)
+        pred_vertices = _procrustes(pred_vertices, target_vertices, mask).aligned.to(pred_vertices.dtype)
     elif alignment == "scale":
         pred_vertices = _scale_aligned(pred_vertices, target_vertices, mask)
     errors = torch.linalg.vector_norm(pred_vertices - target_vertices, dim=-1)

@@ -53,22 +53,25 @@ void check_procrustes(int64_t batch, int64_t count, double tolerance, cudaStream
   const std::vector<T> ga = random_vector<T>(batch * count * 3), gs = random_vector<T>(batch),
                        gr = random_vector<T>(batch * 9), gt = random_vector<T>(batch * 3);
   DeviceArray<T> dx(x), dy(y), dw(w), dga(ga), dgs(gs), dgr(gr), dgt(gt);
-  DeviceArray<T> aligned(batch * count * 3), scale(batch), rotation(batch * 9), translation(batch * 3);
+  DeviceArray<T> aligned(batch * count * 3), scale(batch), rotation(batch * 9), translation(batch * 3),
+      residual(batch * count);
   DeviceArray<T> gx(batch * count * 3), gy(batch * count * 3), gw(batch * count);
   EXPECT_TRUE(cuda::launch_procrustes<T>(dx.data, dy.data, dw.data, batch, count, true, aligned.data, scale.data,
-                                         rotation.data, translation.data, stream) == cudaSuccess);
+                                         rotation.data, translation.data, residual.data, stream) == cudaSuccess);
   EXPECT_TRUE(cuda::launch_procrustes_backward<T>(dga.data, dgs.data, dgr.data, dgt.data, dx.data, dy.data, dw.data,
                                                   batch, count, true, gx.data, gy.data, gw.data,
                                                   stream) == cudaSuccess);
   EXPECT_TRUE(cudaStreamSynchronize(stream) == cudaSuccess);
   const std::vector<T> h_aligned = aligned.to_host(), h_scale = scale.to_host(), h_gx = gx.to_host(),
-                       h_gw = gw.to_host();
-  std::vector<T> expected(count * 3), ex(count * 3), ey(count * 3), ew(count);
+                       h_gw = gw.to_host(), h_residual = residual.to_host();
+  std::vector<T> expected(count * 3), expected_residual(count), ex(count * 3), ey(count * 3), ew(count);
   for (int64_t b = 0; b < batch; ++b) {
     metrics::ProcrustesSolution sol;
     metrics::solve_procrustes(x.data() + 3 * count * b, y.data() + 3 * count * b, w.data() + count * b, count, true,
                               sol);
-    metrics::apply_similarity(sol, x.data() + 3 * count * b, count, expected.data());
+    metrics::apply_similarity(sol, x.data() + 3 * count * b, y.data() + 3 * count * b, count, expected.data(),
+                              expected_residual.data());
+    for (int64_t k = 0; k < count; ++k) EXPECT_NEAR(h_residual[count * b + k], expected_residual[k], tolerance);
     EXPECT_NEAR(h_scale[b], sol.scale, tolerance);
     for (int64_t k = 0; k < 3 * count; ++k) EXPECT_NEAR(h_aligned[3 * count * b + k], expected[k], tolerance);
     metrics::procrustes_backward_sample(x.data() + 3 * count * b, y.data() + 3 * count * b, w.data() + count * b,

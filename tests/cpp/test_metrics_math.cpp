@@ -37,17 +37,18 @@ void check_recovers_similarity() {
     double R[9];
     random_rotation(R);
     const double s = 0.1 + 3.0 * std::fabs(normal()), t[3] = {normal(), normal(), normal()};
-    std::vector<double> x(3 * count), y(3 * count), aligned(3 * count);
+    std::vector<double> x(3 * count), y(3 * count), aligned(3 * count), residual(count);
     for (double& v : x) v = normal();
     for (int i = 0; i < count; ++i)
       for (int a = 0; a < 3; ++a)
         y[3 * i + a] = s * (R[3 * a] * x[3 * i] + R[3 * a + 1] * x[3 * i + 1] + R[3 * a + 2] * x[3 * i + 2]) + t[a];
     ProcrustesSolution sol;
     solve_procrustes(x.data(), y.data(), static_cast<const double*>(nullptr), count, true, sol);
-    apply_similarity(sol, x.data(), count, aligned.data());
+    apply_similarity(sol, x.data(), y.data(), count, aligned.data(), residual.data());
     EXPECT_NEAR(sol.scale, s, 1e-12 * s);
     for (int k = 0; k < 9; ++k) EXPECT_NEAR(sol.rotation[k], R[k], 1e-11);
     for (int k = 0; k < 3 * count; ++k) EXPECT_NEAR(aligned[k], y[k], 1e-11);
+    for (int k = 0; k < count; ++k) EXPECT_NEAR(residual[k], 0.0, 1e-11);
   }
 }
 
@@ -69,20 +70,20 @@ void check_reflection_gives_rotation() {
 
 void check_degenerate_sets() {
   const int count = 6;
-  std::vector<double> x(3 * count), y(3 * count), w(count, 0.0), aligned(3 * count);
+  std::vector<double> x(3 * count), y(3 * count), w(count, 0.0), aligned(3 * count), residual(count);
   for (double& v : y) v = normal();
   for (int i = 0; i < count; ++i)
     for (int a = 0; a < 3; ++a) x[3 * i + a] = 1.5 + a;  // all source points equal
   ProcrustesSolution sol;
   solve_procrustes(x.data(), y.data(), static_cast<const double*>(nullptr), count, true, sol);
-  apply_similarity(sol, x.data(), count, aligned.data());
+  apply_similarity(sol, x.data(), y.data(), count, aligned.data(), residual.data());
   EXPECT_TRUE(sol.scale == 0.0);
   for (int i = 0; i < count; ++i)
     for (int a = 0; a < 3; ++a) EXPECT_NEAR(aligned[3 * i + a], sol.target_mean[a], 1e-14);
   // All weights zero: identity.
   for (double& v : x) v = normal();
   solve_procrustes(x.data(), y.data(), w.data(), count, true, sol);
-  apply_similarity(sol, x.data(), count, aligned.data());
+  apply_similarity(sol, x.data(), y.data(), count, aligned.data(), residual.data());
   EXPECT_TRUE(sol.empty && sol.scale == 1.0);
   for (int k = 0; k < 3 * count; ++k) EXPECT_NEAR(aligned[k], x[k], 0.0);
   // Collinear source and target along different lines: the line maps onto the line.
@@ -94,7 +95,7 @@ void check_degenerate_sets() {
     }
   }
   solve_procrustes(x.data(), y.data(), static_cast<const double*>(nullptr), count, true, sol);
-  apply_similarity(sol, x.data(), count, aligned.data());
+  apply_similarity(sol, x.data(), y.data(), count, aligned.data(), residual.data());
   EXPECT_NEAR(determinant3(sol.rotation), 1.0, 1e-12);
   for (int k = 0; k < 3 * count; ++k) EXPECT_NEAR(aligned[k], y[k], 1e-10);
 }
@@ -114,9 +115,9 @@ void check_backward_against_finite_differences() {
     const bool scaling = trial % 2 == 0;
     auto loss = [&](const std::vector<double>& xs, const std::vector<double>& ys, const std::vector<double>& ws) {
       ProcrustesSolution sol;
-      std::vector<double> aligned(3 * count);
+      std::vector<double> aligned(3 * count), residual(count);
       solve_procrustes(xs.data(), ys.data(), ws.data(), count, scaling, sol);
-      apply_similarity(sol, xs.data(), count, aligned.data());
+      apply_similarity(sol, xs.data(), ys.data(), count, aligned.data(), residual.data());
       double value = gs * sol.scale;
       for (int k = 0; k < 3 * count; ++k) value += ga[k] * aligned[k];
       for (int k = 0; k < 9; ++k) value += gR[k] * sol.rotation[k];

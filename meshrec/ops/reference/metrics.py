@@ -94,9 +94,9 @@ class _TopQuaternion(torch.autograd.Function):
 
 def procrustes(
     source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None, scaling: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(aligned, scale, rotation, translation) of the weighted similarity Procrustes problem;
-    see ``meshrec.ops.procrustes``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(aligned, scale, rotation, translation, residual) of the weighted similarity Procrustes
+    problem; see ``meshrec.ops.procrustes``."""
     # Double precision inside, as the kernels: the degeneracy thresholds are relative to it.
     dtype = source.dtype
     x, y = source.double(), target.double()
@@ -127,7 +127,8 @@ def procrustes(
     translation = mean_y - scale[..., None] * (rotation @ mean_x[..., None])[..., 0]
     translation = torch.where(empty[..., None], 0.0, translation)
     aligned = scale[..., None, None] * (x @ rotation.transpose(-1, -2)) + translation[..., None, :]
-    return aligned.to(dtype), scale.to(dtype), rotation.to(dtype), translation.to(dtype)
+    residual = torch.linalg.vector_norm(aligned - y, dim=-1)
+    return aligned.to(dtype), scale.to(dtype), rotation.to(dtype), translation.to(dtype), residual.to(dtype)
 
 
 def sample_sdf(points: torch.Tensor, sdf: torch.Tensor, grid_min, grid_max) -> torch.Tensor:
