@@ -566,6 +566,8 @@ def test_evaluator_errors(body_models):
 def test_docs_table_lists_every_protocol():
     text = (REPOSITORY / "docs" / "metrics.md").read_text()
     table_rows = [line for line in text.splitlines() if line.startswith("|")]
+    separators = [line for line in table_rows if set(line) <= set("|-: ")]
+    assert len(separators) == 1, "docs/metrics.md compares the protocols in one table"
     header = table_rows[0]
     for name in metrics.list_protocols():
         assert f"`{name}`" in header, name
