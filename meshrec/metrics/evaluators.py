@@ -109,8 +109,9 @@ class Evaluator:
         return torch.einsum("jv,...vc->...jc", regressor, vertices)
 
     def _add(self, key: str, values: torch.Tensor) -> None:
-        self._values.setdefault(key, []).append(values.detach().to("cpu", torch.float64).reshape(values.shape[0], -1)
-                                                if values.dim() else values.detach().to("cpu", torch.float64).reshape(1, 1))
+        """Stores per-sample values (B, ...) as a (B, K) float64 CPU block."""
+        values = values.detach().to("cpu", torch.float64)
+        self._values.setdefault(key, []).append(values.reshape(values.shape[0], -1) if values.dim() else values.reshape(1, 1))
 
     def _cat(self, key: str) -> torch.Tensor:
         if key not in self._values:

@@ -60,6 +60,7 @@ class Protocol:
         metrics: the reported keys.
         upstream: where the upstream code defines the protocol.
         notes: what the method plugin or the dataset reader must do for parity.
+        options: protocol constants (EgoHMR's image size and squared contact threshold).
     """
 
     name: str
