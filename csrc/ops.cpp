@@ -54,8 +54,8 @@ TORCH_LIBRARY(meshrec, m) {
       "procrustes(Tensor source, Tensor target, Tensor? weights, bool scaling) -> "
       "(Tensor aligned, Tensor scale, Tensor rotation, Tensor translation, Tensor residual)");
   m.def(
-      "procrustes_backward(Tensor grad_aligned, Tensor grad_scale, Tensor grad_rotation, Tensor grad_translation, "
-      "Tensor source, Tensor target, Tensor? weights, bool scaling) -> "
+      "procrustes_backward(Tensor? grad_aligned, Tensor? grad_scale, Tensor? grad_rotation, Tensor? grad_translation, "
+      "Tensor? grad_residual, Tensor source, Tensor target, Tensor? weights, bool scaling) -> "
       "(Tensor grad_source, Tensor grad_target, Tensor grad_weights)");
   m.def("sample_sdf(Tensor points, Tensor sdf, float[] grid_min, float[] grid_max) -> Tensor");
   m.def(

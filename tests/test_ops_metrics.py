@@ -311,9 +311,12 @@ def test_compiled_procrustes_checks_its_arguments(compiled):
         torch.ops.meshrec.procrustes(torch.randn(2, 4, 3), torch.randn(2, 5, 3), None, True)
     with pytest.raises(RuntimeError, match="weights must have shape"):
         torch.ops.meshrec.procrustes(torch.randn(2, 4, 3), torch.randn(2, 4, 3), torch.ones(4), True)
-    with pytest.raises(RuntimeError, match="grad_scale"):
+    with pytest.raises(RuntimeError, match="grad_scale must have shape"):
         torch.ops.meshrec.procrustes_backward(torch.randn(2, 4, 3), torch.randn(3), torch.randn(2, 3, 3),
-                                              torch.randn(2, 3), torch.randn(2, 4, 3), torch.randn(2, 4, 3), None, True)
+                                              torch.randn(2, 3), None, torch.randn(2, 4, 3), torch.randn(2, 4, 3), None, True)
+    with pytest.raises(RuntimeError, match="grad_residual must have shape"):
+        torch.ops.meshrec.procrustes_backward(None, None, None, None, torch.randn(2, 3), torch.randn(2, 4, 3),
+                                              torch.randn(2, 4, 3), None, True)
 
 
 # ---- SDF sampling (the PROX / SA-HMR convention)
@@ -617,7 +620,10 @@ def test_opcheck(compiled, device):
     x = torch.randn(2, 4, 3, device=device)
     torch.library.opcheck(torch.ops.meshrec.procrustes_backward.default,
                           (torch.randn(2, 4, 3, device=device), torch.randn(2, device=device),
-                           torch.randn(2, 3, 3, device=device), torch.randn(2, 3, device=device), x, x + 1, None, True))
+                           torch.randn(2, 3, 3, device=device), torch.randn(2, 3, device=device),
+                           torch.randn(2, 4, device=device), x, x + 1, None, True))
+    torch.library.opcheck(torch.ops.meshrec.procrustes_backward.default,
+                          (None, None, None, None, torch.randn(2, 4, device=device), x, x + 1, None, True))
     sdf, grid_min, grid_max, points = sdf_case(device=device)
     for requires_grad in (False, True):
         torch.library.opcheck(torch.ops.meshrec.sample_sdf.default,

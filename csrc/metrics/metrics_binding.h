@@ -42,23 +42,39 @@ inline std::vector<int64_t> procrustes_batch_shape(const at::Tensor& source, int
   return shape;
 }
 
-inline void check_procrustes_backward_inputs(const at::Tensor& grad_aligned, const at::Tensor& grad_scale,
-                                             const at::Tensor& grad_rotation, const at::Tensor& grad_translation,
-                                             const at::Tensor& source, const at::Tensor& target,
-                                             const c10::optional<at::Tensor>& weights) {
+// Incoming gradients are optional (absent: zero); each present one has its output's shape.
+struct ProcrustesGradients {
+  c10::optional<at::Tensor> aligned, scale, rotation, translation, residual;
+};
+
+inline void check_procrustes_backward_inputs(const ProcrustesGradients& grads, const at::Tensor& source,
+                                             const at::Tensor& target, const c10::optional<at::Tensor>& weights) {
   check_procrustes_inputs(source, target, weights);
-  check_same_dtype_device(grad_aligned, "grad_aligned", source, "source");
-  check_same_dtype_device(grad_scale, "grad_scale", source, "source");
-  check_same_dtype_device(grad_rotation, "grad_rotation", source, "source");
-  check_same_dtype_device(grad_translation, "grad_translation", source, "source");
-  TORCH_CHECK(grad_aligned.sizes() == source.sizes(), "meshrec: grad_aligned must have the shape of source ",
-              source.sizes(), ", got ", grad_aligned.sizes());
-  TORCH_CHECK(grad_scale.sizes() == at::IntArrayRef(procrustes_batch_shape(source)),
-              "meshrec: grad_scale must have shape (...), got ", grad_scale.sizes());
-  TORCH_CHECK(grad_rotation.sizes() == at::IntArrayRef(procrustes_batch_shape(source, 3, 3)),
-              "meshrec: grad_rotation must have shape (..., 3, 3), got ", grad_rotation.sizes());
-  TORCH_CHECK(grad_translation.sizes() == at::IntArrayRef(procrustes_batch_shape(source, 3)),
-              "meshrec: grad_translation must have shape (..., 3), got ", grad_translation.sizes());
+  const auto check = [&](const c10::optional<at::Tensor>& grad, const char* name, std::vector<int64_t> shape,
+                         const char* layout) {
+    if (!grad.has_value()) return;
+    check_same_dtype_device(*grad, name, source, "source");
+    TORCH_CHECK(grad->sizes() == at::IntArrayRef(shape), "meshrec: ", name, " must have shape ", layout, " = ",
+                at::IntArrayRef(shape), ", got ", grad->sizes());
+  };
+  check(grads.aligned, "grad_aligned", source.sizes().vec(), "(..., N, 3)");
+  check(grads.scale, "grad_scale", procrustes_batch_shape(source), "(...)");
+  check(grads.rotation, "grad_rotation", procrustes_batch_shape(source, 3, 3), "(..., 3, 3)");
+  check(grads.translation, "grad_translation", procrustes_batch_shape(source, 3), "(..., 3)");
+  check(grads.residual, "grad_residual", procrustes_batch_shape(source, source.size(-2)), "(..., N)");
+}
+
+// Contiguous copies of the present gradients (undefined tensors for absent ones).
+inline ProcrustesGradients contiguous(const ProcrustesGradients& grads) {
+  const auto make = [](const c10::optional<at::Tensor>& grad) -> c10::optional<at::Tensor> {
+    return grad.has_value() ? c10::optional<at::Tensor>(grad->contiguous()) : c10::nullopt;
+  };
+  return {make(grads.aligned), make(grads.scale), make(grads.rotation), make(grads.translation), make(grads.residual)};
+}
+
+template <typename T>
+inline const T* optional_data(const c10::optional<at::Tensor>& tensor) {
+  return tensor.has_value() ? tensor->const_data_ptr<T>() : nullptr;
 }
 
 // ---- sdf_sample: points (..., 3), sdf (X, Y, Z), grid box

@@ -68,14 +68,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> procruste
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> procrustes_backward_cpu(
-    const at::Tensor& grad_aligned, const at::Tensor& grad_scale, const at::Tensor& grad_rotation,
-    const at::Tensor& grad_translation, const at::Tensor& source, const at::Tensor& target,
+    const c10::optional<at::Tensor>& grad_aligned, const c10::optional<at::Tensor>& grad_scale,
+    const c10::optional<at::Tensor>& grad_rotation, const c10::optional<at::Tensor>& grad_translation,
+    const c10::optional<at::Tensor>& grad_residual, const at::Tensor& source, const at::Tensor& target,
     const c10::optional<at::Tensor>& weights, bool scaling) {
-  check_procrustes_backward_inputs(grad_aligned, grad_scale, grad_rotation, grad_translation, source, target, weights);
+  const ProcrustesGradients given{grad_aligned, grad_scale, grad_rotation, grad_translation, grad_residual};
+  check_procrustes_backward_inputs(given, source, target, weights);
+  const ProcrustesGradients grads = contiguous(given);
   const at::Tensor x = source.contiguous(), y = target.contiguous();
   const at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  const at::Tensor g_aligned = grad_aligned.contiguous(), g_scale = grad_scale.contiguous();
-  const at::Tensor g_rotation = grad_rotation.contiguous(), g_translation = grad_translation.contiguous();
   at::Tensor grad_source = at::empty_like(x), grad_target = at::empty_like(y);
   at::Tensor grad_weights = at::empty(procrustes_batch_shape(x, x.size(-2)), x.options());
   const int64_t batch = point_sets(x), count = x.size(-2);
@@ -83,19 +84,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> procrustes_backward_cpu(
     const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
     const scalar_t* y_ptr = y.const_data_ptr<scalar_t>();
     const scalar_t* w_ptr = w.defined() ? w.const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* ga_ptr = g_aligned.const_data_ptr<scalar_t>();
-    const scalar_t* gs_ptr = g_scale.const_data_ptr<scalar_t>();
-    const scalar_t* gr_ptr = g_rotation.const_data_ptr<scalar_t>();
-    const scalar_t* gt_ptr = g_translation.const_data_ptr<scalar_t>();
+    const scalar_t* ga_ptr = optional_data<scalar_t>(grads.aligned);
+    const scalar_t* gs_ptr = optional_data<scalar_t>(grads.scale);
+    const scalar_t* gr_ptr = optional_data<scalar_t>(grads.rotation);
+    const scalar_t* gt_ptr = optional_data<scalar_t>(grads.translation);
+    const scalar_t* gres_ptr = optional_data<scalar_t>(grads.residual);
     scalar_t* gx_ptr = grad_source.mutable_data_ptr<scalar_t>();
     scalar_t* gy_ptr = grad_target.mutable_data_ptr<scalar_t>();
     scalar_t* gw_ptr = grad_weights.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, batch, kSamplesPerTask, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t offset = 3 * count * b;
-        metrics::procrustes_backward_sample(x_ptr + offset, y_ptr + offset, w_ptr ? w_ptr + count * b : nullptr,
-                                            count, scaling, ga_ptr + offset, gs_ptr[b], gr_ptr + 9 * b,
-                                            gt_ptr + 3 * b, gx_ptr + offset, gy_ptr + offset, gw_ptr + count * b);
+        metrics::procrustes_backward_sample(
+            x_ptr + offset, y_ptr + offset, w_ptr ? w_ptr + count * b : nullptr, count, scaling,
+            ga_ptr ? ga_ptr + offset : nullptr, gs_ptr ? gs_ptr + b : nullptr, gr_ptr ? gr_ptr + 9 * b : nullptr,
+            gt_ptr ? gt_ptr + 3 * b : nullptr, gres_ptr ? gres_ptr + count * b : nullptr, gx_ptr + offset,
+            gy_ptr + offset, gw_ptr + count * b);
       }
     });
   });

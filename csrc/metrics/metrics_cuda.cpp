@@ -48,23 +48,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> procruste
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> procrustes_backward_cuda(
-    const at::Tensor& grad_aligned, const at::Tensor& grad_scale, const at::Tensor& grad_rotation,
-    const at::Tensor& grad_translation, const at::Tensor& source, const at::Tensor& target,
+    const c10::optional<at::Tensor>& grad_aligned, const c10::optional<at::Tensor>& grad_scale,
+    const c10::optional<at::Tensor>& grad_rotation, const c10::optional<at::Tensor>& grad_translation,
+    const c10::optional<at::Tensor>& grad_residual, const at::Tensor& source, const at::Tensor& target,
     const c10::optional<at::Tensor>& weights, bool scaling) {
-  check_procrustes_backward_inputs(grad_aligned, grad_scale, grad_rotation, grad_translation, source, target, weights);
+  const ProcrustesGradients given{grad_aligned, grad_scale, grad_rotation, grad_translation, grad_residual};
+  check_procrustes_backward_inputs(given, source, target, weights);
   const c10::cuda::CUDAGuard guard(source.device());
+  const ProcrustesGradients grads = contiguous(given);
   const at::Tensor x = source.contiguous(), y = target.contiguous();
   const at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
-  const at::Tensor g_aligned = grad_aligned.contiguous(), g_scale = grad_scale.contiguous();
-  const at::Tensor g_rotation = grad_rotation.contiguous(), g_translation = grad_translation.contiguous();
   at::Tensor grad_source = at::empty_like(x), grad_target = at::empty_like(y);
   at::Tensor grad_weights = at::empty(procrustes_batch_shape(x, x.size(-2)), x.options());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "meshrec::procrustes_backward", [&] {
     check_launch(cuda::launch_procrustes_backward<scalar_t>(
-                     g_aligned.const_data_ptr<scalar_t>(), g_scale.const_data_ptr<scalar_t>(),
-                     g_rotation.const_data_ptr<scalar_t>(), g_translation.const_data_ptr<scalar_t>(),
-                     x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                     optional_data<scalar_t>(grads.aligned), optional_data<scalar_t>(grads.scale),
+                     optional_data<scalar_t>(grads.rotation), optional_data<scalar_t>(grads.translation),
+                     optional_data<scalar_t>(grads.residual), x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
                      w.defined() ? w.const_data_ptr<scalar_t>() : nullptr, point_sets(x), x.size(-2), scaling,
                      grad_source.mutable_data_ptr<scalar_t>(), grad_target.mutable_data_ptr<scalar_t>(),
                      grad_weights.mutable_data_ptr<scalar_t>(), stream),

@@ -22,11 +22,12 @@ cudaError_t launch_procrustes(const T* source, const T* target, const T* weights
                               bool scaling, T* aligned, T* scale, T* rotation, T* translation, T* residual,
                               cudaStream_t stream);
 
+// Incoming gradients may be null (zero).
 template <typename T>
 cudaError_t launch_procrustes_backward(const T* grad_aligned, const T* grad_scale, const T* grad_rotation,
-                                       const T* grad_translation, const T* source, const T* target, const T* weights,
-                                       int64_t batch, int64_t count, bool scaling, T* grad_source, T* grad_target,
-                                       T* grad_weights, cudaStream_t stream);
+                                       const T* grad_translation, const T* grad_residual, const T* source,
+                                       const T* target, const T* weights, int64_t batch, int64_t count, bool scaling,
+                                       T* grad_source, T* grad_target, T* grad_weights, cudaStream_t stream);
 
 // ---- sample_sdf: count points; sdf is grid.dims[0] x dims[1] x dims[2].
 template <typename T>

@@ -417,21 +417,53 @@ MESHREC_HOST_DEVICE inline void apply_similarity(const ProcrustesSolution& solut
   }
 }
 
-// Vector-Jacobian product of (aligned, scale, rotation, translation) with respect to
-// (source, target, weights) for one sample. `weights` and `grad_weights` may be null.
+// The gradient reaching aligned_i: grad_aligned_i plus, through residual_i = |aligned_i - y_i|,
+// grad_residual_i times the unit vector (zero where the residual is 0: the norm's subgradient).
+// Either gradient may be null (zero). Writes the residual direction's share into `through`.
+template <typename T>
+MESHREC_HOST_DEVICE inline void aligned_gradient(const ProcrustesSolution& sol, const T* source, const T* target,
+                                                 const T* grad_aligned, const T* grad_residual, int64_t i, double* g,
+                                                 double* through) {
+  for (int a = 0; a < 3; ++a) {
+    g[a] = grad_aligned ? static_cast<double>(grad_aligned[3 * i + a]) : 0.0;
+    through[a] = 0.0;
+  }
+  if (!grad_residual) return;
+  const double* R = sol.rotation;
+  const double x[3] = {static_cast<double>(source[3 * i]), static_cast<double>(source[3 * i + 1]),
+                       static_cast<double>(source[3 * i + 2])};
+  double difference[3], squared = 0.0;
+  for (int a = 0; a < 3; ++a) {
+    difference[a] = sol.scale * (R[3 * a] * x[0] + R[3 * a + 1] * x[1] + R[3 * a + 2] * x[2]) + sol.translation[a] -
+                    static_cast<double>(target[3 * i + a]);
+    squared += difference[a] * difference[a];
+  }
+  if (!(squared > 0.0)) return;
+  const double factor = static_cast<double>(grad_residual[i]) / sqrt(squared);
+  for (int a = 0; a < 3; ++a) {
+    through[a] = factor * difference[a];
+    g[a] += through[a];
+  }
+}
+
+// Vector-Jacobian product of (aligned, scale, rotation, translation, residual) with respect to
+// (source, target, weights) for one sample. Every incoming gradient may be null (zero), as may
+// `weights` and `grad_weights`.
 template <typename T>
 MESHREC_HOST_DEVICE inline void procrustes_backward_sample(const T* source, const T* target, const T* weights,
                                                            int64_t count, bool scaling, const T* grad_aligned,
-                                                           T grad_scale_in, const T* grad_rotation_in,
-                                                           const T* grad_translation_in, T* grad_source,
-                                                           T* grad_target, T* grad_weights) {
+                                                           const T* grad_scale_in, const T* grad_rotation_in,
+                                                           const T* grad_translation_in, const T* grad_residual,
+                                                           T* grad_source, T* grad_target, T* grad_weights) {
   ProcrustesSolution sol;
   solve_procrustes(source, target, weights, count, scaling, sol);
-  if (sol.empty) {
+  double g[3], through[3];
+  if (sol.empty) {  // aligned = source
     for (int64_t i = 0; i < count; ++i) {
+      aligned_gradient(sol, source, target, grad_aligned, grad_residual, i, g, through);
       for (int a = 0; a < 3; ++a) {
-        grad_source[3 * i + a] = grad_aligned[3 * i + a];
-        grad_target[3 * i + a] = T(0);
+        grad_source[3 * i + a] = static_cast<T>(g[a]);
+        grad_target[3 * i + a] = static_cast<T>(-through[a]);
       }
       if (grad_weights) grad_weights[i] = T(0);
     }
@@ -441,16 +473,15 @@ MESHREC_HOST_DEVICE inline void procrustes_backward_sample(const T* source, cons
   const double s = sol.scale;
   const double* mx = sol.source_mean;
   const double* my = sol.target_mean;
-  double g_scale = static_cast<double>(grad_scale_in);
+  double g_scale = grad_scale_in ? static_cast<double>(*grad_scale_in) : 0.0;
   double g_R[9], g_t[3];
-  for (int k = 0; k < 9; ++k) g_R[k] = static_cast<double>(grad_rotation_in[k]);
-  for (int a = 0; a < 3; ++a) g_t[a] = static_cast<double>(grad_translation_in[a]);
+  for (int k = 0; k < 9; ++k) g_R[k] = grad_rotation_in ? static_cast<double>(grad_rotation_in[k]) : 0.0;
+  for (int a = 0; a < 3; ++a) g_t[a] = grad_translation_in ? static_cast<double>(grad_translation_in[a]) : 0.0;
   // aligned_i = s R x_i + t
   for (int64_t i = 0; i < count; ++i) {
     const double x[3] = {static_cast<double>(source[3 * i]), static_cast<double>(source[3 * i + 1]),
                          static_cast<double>(source[3 * i + 2])};
-    const double g[3] = {static_cast<double>(grad_aligned[3 * i]), static_cast<double>(grad_aligned[3 * i + 1]),
-                         static_cast<double>(grad_aligned[3 * i + 2])};
+    aligned_gradient(sol, source, target, grad_aligned, grad_residual, i, g, through);
     for (int a = 0; a < 3; ++a) {
       g_scale += g[a] * (R[3 * a] * x[0] + R[3 * a + 1] * x[1] + R[3 * a + 2] * x[2]);
       for (int b = 0; b < 3; ++b) g_R[3 * a + b] += s * g[a] * x[b];
@@ -479,28 +510,63 @@ MESHREC_HOST_DEVICE inline void procrustes_backward_sample(const T* source, cons
     // R = R(q), q the top eigenvector of N(S): dq = sum_k v_k v_k^T dN q / (l1 - l_k).
     double g_q[4];
     quaternion_to_rotation_adjoint(sol.quaternion, g_R, g_q);
-    double unit_S[9], N[16], values[4], V[16];
+    double unit_S[9], N[16];
     for (int k = 0; k < 9; ++k) unit_S[k] = sol.cross[k] / sol.cross_norm;
     horn_matrix(unit_S, N);
-    symmetric_eigen4(N, values, V);
     const double* q = sol.quaternion;
     const double top = sol.trace / sol.cross_norm;
     double G[16] = {0.0};
+    // z = sum_k v_k (v_k . g_q) / gap_k over the other eigenvectors solves (top I - N + q q^T) z =
+    // (I - q q^T) g_q: that matrix has the gaps and 1 as eigenvalues. Its determinant (the product
+    // of the gaps) bounds the smallest gap from below (the others are at most 2 sqrt 2), so a
+    // Cholesky solve is safe when it exceeds 8 * tolerance; otherwise the eigen-decomposition
+    // drops the undetermined directions explicitly.
+    double A[4][4], rhs[4];
+    double projection = 0.0;
+    for (int i = 0; i < 4; ++i) projection += q[i] * g_q[i];
+    for (int i = 0; i < 4; ++i) {
+      rhs[i] = g_q[i] - projection * q[i];
+      for (int j = 0; j < 4; ++j) A[i][j] = (i == j ? top : 0.0) - N[4 * i + j] + q[i] * q[j];
+    }
+    double determinant = 1.0;
     for (int k = 0; k < 4; ++k) {
-      const double gap = top - values[k];
-      if (!(gap > kProcrustesGapTolerance)) continue;  // q itself, or an undetermined direction
-      double projection = 0.0;
-      for (int i = 0; i < 4; ++i) projection += V[4 * i + k] * g_q[i];
-      const double c = projection / (gap * sol.cross_norm);
+      for (int i = k + 1; i < 4; ++i) {
+        const double multiplier = A[i][k] / A[k][k];
+        for (int j = k + 1; j < 4; ++j) A[i][j] -= multiplier * A[k][j];
+        rhs[i] -= multiplier * rhs[k];
+        A[i][k] = multiplier;
+      }
+      determinant *= A[k][k];
+      if (!(A[k][k] > 0.0)) break;
+    }
+    if (determinant > 8.0 * kProcrustesGapTolerance) {
+      double z[4];
+      for (int i = 3; i >= 0; --i) {
+        double sum = rhs[i];
+        for (int j = i + 1; j < 4; ++j) sum -= A[i][j] * z[j];
+        z[i] = sum / A[i][i];
+      }
       for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) G[4 * i + j] += c * V[4 * i + k] * q[j];
+        for (int j = 0; j < 4; ++j) G[4 * i + j] = z[i] * q[j] / sol.cross_norm;
+    } else {
+      double values[4], V[16];
+      symmetric_eigen4(N, values, V);
+      for (int k = 0; k < 4; ++k) {
+        const double gap = top - values[k];
+        if (!(gap > kProcrustesGapTolerance)) continue;  // q itself, or an undetermined direction
+        double along = 0.0;
+        for (int i = 0; i < 4; ++i) along += V[4 * i + k] * g_q[i];
+        const double c = along / (gap * sol.cross_norm);
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) G[4 * i + j] += c * V[4 * i + k] * q[j];
+      }
     }
     double g_S_rotation[9];
     horn_matrix_adjoint(G, g_S_rotation);
     for (int k = 0; k < 9; ++k) g_S[k] += g_S_rotation[k];
   }
   // Moments: S = sum w x~ y~^T, v = sum w |x~|^2, mx = sum w x / W, my = sum w y / W. The
-  // centring terms cancel because sum w x~ = sum w y~ = 0.
+  // centring terms cancel because sum w x~ = sum w y~ = 0. The residuals add -through to y.
   const double inv_weight = 1.0 / sol.weight;
   for (int64_t i = 0; i < count; ++i) {
     const double w = weights ? static_cast<double>(weights[i]) : 1.0;
@@ -509,15 +575,15 @@ MESHREC_HOST_DEVICE inline void procrustes_backward_sample(const T* source, cons
       x[a] = static_cast<double>(source[3 * i + a]) - mx[a];
       y[a] = static_cast<double>(target[3 * i + a]) - my[a];
     }
+    aligned_gradient(sol, source, target, grad_aligned, grad_residual, i, g, through);
     double g_w = 0.0;
     for (int a = 0; a < 3; ++a) {
       const double Sy = g_S[3 * a] * y[0] + g_S[3 * a + 1] * y[1] + g_S[3 * a + 2] * y[2];
       const double STx = g_S[a] * x[0] + g_S[3 + a] * x[1] + g_S[6 + a] * x[2];
-      const double g_direct = s * (R[a] * grad_aligned[3 * i] + R[3 + a] * grad_aligned[3 * i + 1] +
-                                   R[6 + a] * grad_aligned[3 * i + 2]);
+      const double g_direct = s * (R[a] * g[0] + R[3 + a] * g[1] + R[6 + a] * g[2]);
       grad_source[3 * i + a] =
           static_cast<T>(g_direct + w * Sy + 2.0 * w * g_variance * x[a] + w * inv_weight * g_mx[a]);
-      grad_target[3 * i + a] = static_cast<T>(w * STx + w * inv_weight * g_my[a]);
+      grad_target[3 * i + a] = static_cast<T>(w * STx + w * inv_weight * g_my[a] - through[a]);
       g_w += x[a] * Sy + inv_weight * (g_mx[a] * x[a] + g_my[a] * y[a]);
     }
     g_w += g_variance * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);

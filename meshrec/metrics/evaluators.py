@@ -270,8 +270,8 @@ class JointMeshEvaluator(Evaluator):
         return torch.cat(errors) if errors else torch.zeros(0, dtype=torch.float64)
 
     def compute(self) -> dict[str, float]:
-        """The protocol's metrics (mm; PCK/AUC in percent for mmhuman3d, fractions x 100 too for
-        the standard protocol) and ``num_samples``."""
+        """The protocol's metrics (mm; PCK and AUC in percent; ACCEL in mm per frame^2) and
+        ``num_samples``."""
         self._require_samples()
         p = self.protocol
         mask = self._cat("mask").bool()

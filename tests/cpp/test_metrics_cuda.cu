@@ -51,15 +51,16 @@ void check_procrustes(int64_t batch, int64_t count, double tolerance, cudaStream
   std::vector<T> w = random_vector<T>(batch * count);
   for (T& v : w) v = std::fabs(v);
   const std::vector<T> ga = random_vector<T>(batch * count * 3), gs = random_vector<T>(batch),
-                       gr = random_vector<T>(batch * 9), gt = random_vector<T>(batch * 3);
-  DeviceArray<T> dx(x), dy(y), dw(w), dga(ga), dgs(gs), dgr(gr), dgt(gt);
+                       gr = random_vector<T>(batch * 9), gt = random_vector<T>(batch * 3),
+                       gres = random_vector<T>(batch * count);
+  DeviceArray<T> dx(x), dy(y), dw(w), dga(ga), dgs(gs), dgr(gr), dgt(gt), dgres(gres);
   DeviceArray<T> aligned(batch * count * 3), scale(batch), rotation(batch * 9), translation(batch * 3),
       residual(batch * count);
   DeviceArray<T> gx(batch * count * 3), gy(batch * count * 3), gw(batch * count);
   EXPECT_TRUE(cuda::launch_procrustes<T>(dx.data, dy.data, dw.data, batch, count, true, aligned.data, scale.data,
                                          rotation.data, translation.data, residual.data, stream) == cudaSuccess);
-  EXPECT_TRUE(cuda::launch_procrustes_backward<T>(dga.data, dgs.data, dgr.data, dgt.data, dx.data, dy.data, dw.data,
-                                                  batch, count, true, gx.data, gy.data, gw.data,
+  EXPECT_TRUE(cuda::launch_procrustes_backward<T>(dga.data, dgs.data, dgr.data, dgt.data, dgres.data, dx.data, dy.data,
+                                                  dw.data, batch, count, true, gx.data, gy.data, gw.data,
                                                   stream) == cudaSuccess);
   EXPECT_TRUE(cudaStreamSynchronize(stream) == cudaSuccess);
   const std::vector<T> h_aligned = aligned.to_host(), h_scale = scale.to_host(), h_gx = gx.to_host(),
@@ -75,8 +76,8 @@ void check_procrustes(int64_t batch, int64_t count, double tolerance, cudaStream
     EXPECT_NEAR(h_scale[b], sol.scale, tolerance);
     for (int64_t k = 0; k < 3 * count; ++k) EXPECT_NEAR(h_aligned[3 * count * b + k], expected[k], tolerance);
     metrics::procrustes_backward_sample(x.data() + 3 * count * b, y.data() + 3 * count * b, w.data() + count * b,
-                                        count, true, ga.data() + 3 * count * b, gs[b], gr.data() + 9 * b,
-                                        gt.data() + 3 * b, ex.data(), ey.data(), ew.data());
+                                        count, true, ga.data() + 3 * count * b, gs.data() + b, gr.data() + 9 * b,
+                                        gt.data() + 3 * b, gres.data() + count * b, ex.data(), ey.data(), ew.data());
     for (int64_t k = 0; k < 3 * count; ++k) EXPECT_NEAR(h_gx[3 * count * b + k], ex[k], 100 * tolerance);
     for (int64_t k = 0; k < count; ++k) EXPECT_NEAR(h_gw[count * b + k], ew[k], 100 * tolerance);
   }

@@ -100,17 +100,18 @@ void check_degenerate_sets() {
   for (int k = 0; k < 3 * count; ++k) EXPECT_NEAR(aligned[k], y[k], 1e-10);
 }
 
-// Loss = <G_a, aligned> + g_s s + <G_R, R> + <g_t, t>, differentiated numerically.
+// Loss = <G_a, aligned> + g_s s + <G_R, R> + <g_t, t> + <g_r, residual>, differentiated numerically.
 void check_backward_against_finite_differences() {
   const int count = 7;
   for (int trial = 0; trial < 20; ++trial) {
-    std::vector<double> x(3 * count), y(3 * count), w(count), ga(3 * count), gR(9), gt(3);
+    std::vector<double> x(3 * count), y(3 * count), w(count), ga(3 * count), gR(9), gt(3), gres(count);
     for (double& v : x) v = normal();
     for (double& v : y) v = normal();
     for (double& v : w) v = 0.2 + std::fabs(normal());
     for (double& v : ga) v = normal();
     for (double& v : gR) v = normal();
     for (double& v : gt) v = normal();
+    for (double& v : gres) v = normal();
     const double gs = normal();
     const bool scaling = trial % 2 == 0;
     auto loss = [&](const std::vector<double>& xs, const std::vector<double>& ys, const std::vector<double>& ws) {
@@ -122,11 +123,12 @@ void check_backward_against_finite_differences() {
       for (int k = 0; k < 3 * count; ++k) value += ga[k] * aligned[k];
       for (int k = 0; k < 9; ++k) value += gR[k] * sol.rotation[k];
       for (int a = 0; a < 3; ++a) value += gt[a] * sol.translation[a];
+      for (int k = 0; k < count; ++k) value += gres[k] * residual[k];
       return value;
     };
     std::vector<double> gx(3 * count), gy(3 * count), gw(count);
-    procrustes_backward_sample(x.data(), y.data(), w.data(), count, scaling, ga.data(), gs, gR.data(), gt.data(),
-                               gx.data(), gy.data(), gw.data());
+    procrustes_backward_sample(x.data(), y.data(), w.data(), count, scaling, ga.data(), &gs, gR.data(), gt.data(),
+                               gres.data(), gx.data(), gy.data(), gw.data());
     const double h = 1e-6;
     for (int k = 0; k < 3 * count; ++k) {
       std::vector<double> plus = x, minus = x;

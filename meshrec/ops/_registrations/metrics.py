@@ -31,9 +31,10 @@ def _procrustes_fake(source, target, weights, scaling):
 
 
 @torch.library.register_fake("meshrec::procrustes_backward")
-def _procrustes_backward_fake(grad_aligned, grad_scale, grad_rotation, grad_translation, source, target, weights,
-                              scaling):
-    torch._check(grad_aligned.shape == source.shape, lambda: "grad_aligned must have the shape of source")
+def _procrustes_backward_fake(grad_aligned, grad_scale, grad_rotation, grad_translation, grad_residual, source,
+                              target, weights, scaling):
+    if grad_aligned is not None:
+        torch._check(grad_aligned.shape == source.shape, lambda: "grad_aligned must have the shape of source")
     return (
         torch.empty_like(source, memory_format=torch.contiguous_format),
         torch.empty_like(target, memory_format=torch.contiguous_format),
@@ -43,35 +44,17 @@ def _procrustes_backward_fake(grad_aligned, grad_scale, grad_rotation, grad_tran
 
 def _procrustes_setup_context(ctx, inputs, output):
     source, target, weights, scaling = inputs
-    aligned, _, _, _, residual = output
     ctx.scaling = scaling
     ctx.has_weights = weights is not None
-    ctx.save_for_backward(source, target, weights, aligned, residual)
+    ctx.set_materialize_grads(False)  # unused outputs' gradients stay None: the kernel skips them
+    ctx.save_for_backward(source, target, weights)
 
 
 def _procrustes_backward(ctx, grad_aligned, grad_scale, grad_rotation, grad_translation, grad_residual):
-    source, target, weights, aligned, residual = ctx.saved_tensors
-    batch = source.shape[:-2]
-    # residual = |aligned - target|: its gradient reaches the kernel through aligned, and the
-    # target directly (zero where the residual is zero: the norm's subgradient).
-    extra_target = None
-    if grad_residual is not None:
-        positive = residual > 0
-        unit = (aligned - target) / torch.where(positive, residual, 1.0)[..., None]
-        unit = torch.where(positive[..., None], unit, 0.0)
-        through = grad_residual[..., None] * unit
-        grad_aligned = through if grad_aligned is None else grad_aligned + through
-        extra_target = -through
-    # Outputs the caller did not use arrive as None; the kernel wants explicit zeros.
-    grad_aligned = torch.zeros_like(source) if grad_aligned is None else grad_aligned
-    grad_scale = source.new_zeros(batch) if grad_scale is None else grad_scale
-    grad_rotation = source.new_zeros((*batch, 3, 3)) if grad_rotation is None else grad_rotation
-    grad_translation = source.new_zeros((*batch, 3)) if grad_translation is None else grad_translation
+    source, target, weights = ctx.saved_tensors
     grad_source, grad_target, grad_weights = torch.ops.meshrec.procrustes_backward(
-        grad_aligned, grad_scale, grad_rotation, grad_translation, source, target, weights, ctx.scaling
+        grad_aligned, grad_scale, grad_rotation, grad_translation, grad_residual, source, target, weights, ctx.scaling
     )
-    if extra_target is not None:
-        grad_target = grad_target + extra_target
     return grad_source, grad_target, grad_weights if ctx.has_weights else None, None
 
 
