@@ -4,7 +4,6 @@ and the evaluators of the named protocols on synthetic SMPL-format models."""
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +16,8 @@ import numpy_oracles as oracle
 from meshrec import metrics
 from meshrec.body import SMPL, load_joint_regressor
 from meshrec.metrics import protocols as protocol_module
+from meshrec.ops import reference
+from meshrec.testing import synthetic_smpl_arrays
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -221,7 +222,7 @@ def test_penetration_and_contact_fit_error_on_a_floor():
 
 
 def test_contact_distance_and_collision_ratio():
-    arrays = __import__("meshrec.testing", fromlist=["synthetic_smpl_arrays"]).synthetic_smpl_arrays()
+    arrays = synthetic_smpl_arrays()
     vertices = torch.tensor(arrays["v_template"])
     faces = torch.tensor(arrays["f"].astype(np.int64))
     g = torch.Generator().manual_seed(7)
@@ -231,8 +232,6 @@ def test_contact_distance_and_collision_ratio():
     assert abs(distance.item() - brute.item()) < 1e-12
     torch.testing.assert_close(metrics.contact_distance(vertices, scene, squared=True), distance.square())
     ratio = metrics.collision_ratio(vertices, faces, scene)
-    from meshrec.ops import reference
-
     inside = reference.winding_number(scene[None], vertices[None], faces)[0].round() >= 1
     assert abs(ratio.item() - inside.double().mean().item()) < 1e-12
     half = torch.zeros(2000, dtype=torch.bool)
@@ -497,7 +496,7 @@ def egohmr_oracle(pred, target, visible, pred_v, target_v, vertex_visible):
 
 
 def test_egobody_protocol_matches_egohmr_formulas():
-    arrays = __import__("meshrec.testing", fromlist=["synthetic_smpl_arrays"]).synthetic_smpl_arrays()
+    arrays = synthetic_smpl_arrays()
     template = torch.tensor(arrays["v_template"])
     faces = torch.tensor(arrays["f"].astype(np.int64))
     g = torch.Generator().manual_seed(11)
@@ -520,8 +519,6 @@ def test_egobody_protocol_matches_egohmr_formulas():
         assert report[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
     # scene plausibility: collision over all scene points, contact on squared distances
     flat_v, flat_scene = pred_v.reshape(B * S, 6890, 3), scene[:, None].expand(B, S, 2000, 3).reshape(B * S, 2000, 3)
-    from meshrec.ops import reference
-
     inside = torch.stack([reference.winding_number(flat_scene[i:i + 1], flat_v[i:i + 1], faces)[0]
                           for i in range(0, B * S, 5)]).round() >= 1
     collision = metrics.collision_ratio(flat_v, faces, flat_scene)
