@@ -28,16 +28,20 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 @pytest.fixture
 def timed(benchmark):
-    """``timed(fn, *args)``: benchmarks ``fn`` with a CUDA synchronise inside the timed call, so
-    that GPU work is measured rather than its launch, and returns ``fn``'s result."""
+    """``timed(fn, *args, rounds=None)``: benchmarks ``fn`` with a CUDA synchronise inside the timed
+    call, so that GPU work is measured rather than its launch, and returns ``fn``'s result.
+    ``rounds`` fixes the number of runs (e.g. 1 for a brute-force reference taking minutes)
+    instead of pytest-benchmark's calibration."""
 
-    def run(fn, *args, **kwargs):
+    def run(fn, *args, rounds: int | None = None, **kwargs):
         def call():
             result = fn(*args, **kwargs)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             return result
 
+        if rounds is not None:
+            return benchmark.pedantic(call, rounds=rounds, iterations=1)
         return benchmark(call)
 
     return run

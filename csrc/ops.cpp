@@ -47,6 +47,22 @@ TORCH_LIBRARY(meshrec, m) {
   m.set_python_module("meshrec.ops._registrations.rotation");
   m.def("rodrigues(Tensor axis_angle) -> Tensor");
   m.def("rodrigues_backward(Tensor grad_rotation, Tensor axis_angle) -> Tensor");
+
+  // ---- metrics: Procrustes alignment, scene SDF sampling, inside-mesh and nearest-point queries
+  m.set_python_module("meshrec.ops._registrations.metrics");
+  m.def(
+      "procrustes(Tensor source, Tensor target, Tensor? weights, bool scaling) -> "
+      "(Tensor aligned, Tensor scale, Tensor rotation, Tensor translation, Tensor residual)");
+  m.def(
+      "procrustes_backward(Tensor? grad_aligned, Tensor? grad_scale, Tensor? grad_rotation, Tensor? grad_translation, "
+      "Tensor? grad_residual, Tensor source, Tensor target, Tensor? weights, bool scaling) -> "
+      "(Tensor grad_source, Tensor grad_target, Tensor grad_weights)");
+  m.def("sample_sdf(Tensor points, Tensor sdf, float[] grid_min, float[] grid_max) -> Tensor");
+  m.def(
+      "sample_sdf_backward(Tensor grad_values, Tensor points, Tensor sdf, float[] grid_min, float[] grid_max) -> "
+      "Tensor");
+  m.def("winding_number(Tensor points, Tensor vertices, Tensor faces) -> Tensor");
+  m.def("nearest_points(Tensor queries, Tensor points) -> (Tensor distance, Tensor index)");
 }
 
 }  // namespace meshrec

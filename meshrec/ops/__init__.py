@@ -4,6 +4,26 @@ Every op here dispatches to ``torch.ops.meshrec.<name>`` when the compiled libra
 falls back to :mod:`meshrec.ops.reference` otherwise (see :mod:`meshrec.extension`).
 """
 
+from meshrec.ops.metrics import (
+    NearestPoints,
+    ProcrustesResult,
+    check_closed_mesh,
+    nearest_points,
+    points_inside_mesh,
+    procrustes,
+    sample_sdf,
+    winding_number,
+)
 from meshrec.ops.rotation import rodrigues
 
-__all__ = ["rodrigues"]
+__all__ = [
+    "NearestPoints",
+    "ProcrustesResult",
+    "check_closed_mesh",
+    "nearest_points",
+    "points_inside_mesh",
+    "procrustes",
+    "rodrigues",
+    "sample_sdf",
+    "winding_number",
+]

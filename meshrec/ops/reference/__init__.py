@@ -5,6 +5,7 @@ operations: the test oracle for the kernels and the fallback when ``meshrec._C``
 available. They favour clarity over speed.
 """
 
+from meshrec.ops.reference.metrics import nearest_points, procrustes, sample_sdf, winding_number
 from meshrec.ops.reference.rotation import rodrigues
 
-__all__ = ["rodrigues"]
+__all__ = ["nearest_points", "procrustes", "rodrigues", "sample_sdf", "winding_number"]
