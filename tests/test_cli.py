@@ -91,12 +91,6 @@ def test_errors_exit_with_status_2(registered, tmp_path, capsys):
     assert "unknown dataset 'nope'" in capsys.readouterr().err
 
 
-def test_demo_says_plainly_it_is_not_there_yet(capsys):
-    assert main(["demo"]) == 0
-    text = capsys.readouterr().out
-    assert "not available yet" in text and "Nothing was fitted" in text
-
-
 def test_module_entry_point():
     import subprocess
     import sys

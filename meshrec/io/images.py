@@ -45,7 +45,7 @@ def read_image(source: Any, name: str | None = None) -> np.ndarray:
         check_image_file(path, name)
         try:
             with Image.open(path) as image:
-                return np.asarray(image.convert("RGB"))
+                return np.array(image.convert("RGB"))  # writable: torch.from_numpy needs that
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise ImageReadError(f"cannot decode image {name}: {error}") from error
     if torch.is_tensor(source):

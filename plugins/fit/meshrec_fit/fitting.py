@@ -24,6 +24,7 @@ from meshrec.ops import rodrigues
 from meshrec.body.keypoints import KeypointModel
 from meshrec_fit.priors import (
     angle_limit_penalty,
+    relaxed_pose,
     backward_limb_penalty,
     geman_mcclure,
     neutral_pose_penalty,
@@ -50,12 +51,13 @@ POSE_HYPOTHESES: dict[str, dict[str, tuple[float, float, float]]] = {
 
 
 def hypothesis_pose(name: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """(69,) axis-angle body pose of a named starting pose."""
+    """(69,) axis-angle body pose of a named starting pose: the relaxed standing pose (arms down,
+    elbows a little bent) with the hypothesis' joints set."""
     if name not in POSE_HYPOTHESES:
         raise ValueError(f"unknown pose hypothesis {name!r}; known: {sorted(POSE_HYPOTHESES)}")
     from meshrec.body import SMPL_JOINT_NAMES
 
-    pose = torch.zeros(23, 3, dtype=dtype)
+    pose = relaxed_pose(dtype).view(23, 3).clone()
     for joint, angles in POSE_HYPOTHESES[name].items():
         pose[SMPL_JOINT_NAMES.index(joint) - 1] = torch.tensor(angles, dtype=dtype)
     return pose.reshape(69)
@@ -189,7 +191,7 @@ class _Problem:
         layout = keypoint_model.layout
         if init is None:
             transl, global_orient = initial_placement(keypoints, intrinsics, layout.torso_indices, layout.keypoints)
-            body_pose = torch.zeros(batch, 69, dtype=dtype, device=device) if start_pose is None else start_pose
+            body_pose = (relaxed_pose(dtype, device).expand(batch, 69) if start_pose is None else start_pose)
             betas = torch.zeros(people, body_model.num_betas, dtype=dtype, device=device)
         else:
             transl = init.transl.to(dtype)
@@ -337,22 +339,28 @@ def fit_smpl(
     scene_terms = scene_terms or {}
     hypotheses = config.pose_hypotheses if init is None else ()
     first_level = config.sigmas[0]
-    total = (config.placement_steps if init is None else 0) + config.body_steps * len(config.sigmas)
+    total = (config.placement_steps if init is None else 0) + config.body_steps * (len(config.sigmas) + bool(scene_terms))
     with torch.enable_grad(), tqdm(total=total, disable=not progress, unit="step", desc="meshrec fit",
                                    leave=False) as bar:
         if len(hypotheses) > 1:
-            init = _best_hypothesis(body_model, keypoint_model, keypoints, intrinsics, config, people, scene_terms,
+            init = _best_hypothesis(body_model, keypoint_model, keypoints, intrinsics, config, people, {},
                                     hypotheses, bar)
             levels = config.sigmas[1:]
         else:
             levels = config.sigmas
         start = hypothesis_pose(hypotheses[0], keypoints.dtype).to(keypoints.device).expand(batch, -1) if hypotheses else None
-        problem = _Problem(body_model, keypoint_model, keypoints, intrinsics, config, people, scene_terms, init, start)
+        # Scene terms join last (as PROX stages them): the pose converges on the keypoints first,
+        # and the scene then moves it out of the scene and into contact. From the start they
+        # would steer a still-wrong pose, and ambiguous limbs, in arbitrary directions.
+        problem = _Problem(body_model, keypoint_model, keypoints, intrinsics, config, people, {}, init, start)
         if init is None:
             problem.sigma = config.sigmas[-1]
             _optimise(problem, 1, config.placement_steps, bar)
         for sigma in levels:
             problem.sigma = sigma
+            _optimise(problem, 2, config.body_steps, bar)
+        if scene_terms:
+            problem.scene_terms = scene_terms
             _optimise(problem, 2, config.body_steps, bar)
         with torch.no_grad():
             losses = {name: value.detach() for name, value in problem.terms(2).items()}

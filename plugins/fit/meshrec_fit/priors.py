@@ -5,11 +5,11 @@ Pose prior: SMPLify's learned GMM is replaced by three terms that need no data f
 1. joint-angle limits on each joint's axis-angle components (knees and elbows do not bend
    backwards, the spine bends forwards more than back, ...), in SMPL's joint frames (x left,
    y up, z forward at rest);
-2. limb directions: upper arms and thighs seldom point far behind the body's frontal plane. This
+2. limb directions: upper arms, forearms and thighs seldom point far behind the body's frontal plane. This
    settles the forward/backward ambiguity that 2D keypoints leave open for foreshortened limbs
    (a forearm pointing at the camera projects like an arm reaching backwards); it is measured on
    the posed joints, so it holds whatever the shoulder's axis-angle looks like;
-3. a quadratic pull towards the neutral (zero) pose.
+3. a quadratic pull towards a relaxed standing pose (arms down, elbows a little bent).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def angle_limit_penalty(body_pose: torch.Tensor) -> torch.Tensor:
     return (torch.relu(low - pose) ** 2 + torch.relu(pose - high) ** 2).sum(dim=(1, 2))
 
 
-# How far behind the frontal plane an upper arm or a thigh may point before it costs (sine of the
+# How far behind the frontal plane an arm segment or a thigh may point before it costs (sine of the
 # angle, ~17 degrees): hanging arms and standing legs stay within it, reaching back does not.
 ARM_BACKWARD_LIMIT = 0.3
 THIGH_BACKWARD_LIMIT = 0.3
@@ -85,25 +85,42 @@ THIGH_BACKWARD_LIMIT = 0.3
 
 def backward_limb_penalty(joints: torch.Tensor) -> torch.Tensor:
     """(B, J >= 24, 3) posed SMPL joints (any right-handed frame) -> (B,) squared excess of the
-    upper arms' and thighs' backward direction over what shoulders and hips allow."""
+    upper arms', forearms' and thighs' backward direction over what shoulders and hips allow."""
     joint = {name: joints[:, SMPL_JOINT_NAMES.index(name)] for name in (
-        "pelvis", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_hip", "right_hip",
-        "left_knee", "right_knee")}
+        "pelvis", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+        "left_hip", "right_hip", "left_knee", "right_knee")}
     up = F.normalize(joint["neck"] - joint["pelvis"], dim=-1)
     torso_forward = F.normalize(torch.linalg.cross(joint["left_shoulder"] - joint["right_shoulder"], up, dim=-1), dim=-1)
     hips_forward = F.normalize(torch.linalg.cross(joint["left_hip"] - joint["right_hip"], up, dim=-1), dim=-1)
     cost = joints.new_zeros(joints.shape[0])
     for side in ("left", "right"):
         arm = F.normalize(joint[f"{side}_elbow"] - joint[f"{side}_shoulder"], dim=-1)
+        forearm = F.normalize(joint[f"{side}_wrist"] - joint[f"{side}_elbow"], dim=-1)
         thigh = F.normalize(joint[f"{side}_knee"] - joint[f"{side}_hip"], dim=-1)
         cost = cost + torch.relu(-(arm * torso_forward).sum(-1) - ARM_BACKWARD_LIMIT) ** 2
+        cost = cost + torch.relu(-(forearm * torso_forward).sum(-1) - ARM_BACKWARD_LIMIT) ** 2
         cost = cost + torch.relu(-(thigh * hips_forward).sum(-1) - THIGH_BACKWARD_LIMIT) ** 2
     return cost
 
 
+# The pose the neutral-pose term pulls towards: standing relaxed, arms down at the sides with the
+# elbows a little bent, rather than SMPL's T-pose. With straight elbows at the centre, a forearm
+# that points at the camera loses to a straight arm reaching back, which projects the same.
+RELAXED_POSE = {"left_shoulder": (0.0, 0.0, -1.1), "right_shoulder": (0.0, 0.0, 1.1),
+                "left_elbow": (0.0, -0.5, 0.0), "right_elbow": (0.0, 0.5, 0.0)}
+
+
+def relaxed_pose(dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
+    """(69,) axis-angle of :data:`RELAXED_POSE` (other joints zero)."""
+    pose = torch.zeros(23, 3, dtype=dtype, device=device)
+    for name, value in RELAXED_POSE.items():
+        pose[SMPL_JOINT_NAMES.index(name) - 1] = torch.tensor(value, dtype=dtype, device=device)
+    return pose.reshape(69)
+
+
 def neutral_pose_penalty(body_pose: torch.Tensor) -> torch.Tensor:
-    """(B, 69) -> (B,) squared distance from the neutral pose (rad^2)."""
-    return (body_pose**2).sum(dim=1)
+    """(B, 69) -> (B,) squared distance from the relaxed standing pose (rad^2)."""
+    return ((body_pose - relaxed_pose(body_pose.dtype, body_pose.device)) ** 2).sum(dim=1)
 
 
 def shape_penalty(betas: torch.Tensor) -> torch.Tensor:

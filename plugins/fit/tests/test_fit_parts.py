@@ -56,7 +56,10 @@ def test_joint_limits_cover_every_joint_and_admit_natural_poses():
     backwards_elbow = body_pose(right_elbow=(0, -0.6, 0))
     assert angle_limit_penalty(hyperextended_knee[None]).item() == pytest.approx(0.45**2)
     assert angle_limit_penalty(backwards_elbow[None]).item() == pytest.approx(0.55**2)
-    assert neutral_pose_penalty(SITTING[None]).item() == pytest.approx((SITTING**2).sum().item())
+    from meshrec_fit.priors import relaxed_pose
+
+    assert neutral_pose_penalty(relaxed_pose(torch.float64)[None]).item() == 0
+    assert neutral_pose_penalty(SITTING[None]).item() == pytest.approx(((SITTING - relaxed_pose(torch.float64)) ** 2).sum().item())
 
 
 def test_limb_direction_prior():
