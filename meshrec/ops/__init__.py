@@ -5,5 +5,13 @@ falls back to :mod:`meshrec.ops.reference` otherwise (see :mod:`meshrec.extensio
 """
 
 from meshrec.ops.rotation import rodrigues
+from meshrec.ops.smpl import SMPLArrays, SparseRegressor, joint_regression, prepare_smpl_arrays, smpl_lbs
 
-__all__ = ["rodrigues"]
+__all__ = [
+    "SMPLArrays",
+    "SparseRegressor",
+    "joint_regression",
+    "prepare_smpl_arrays",
+    "rodrigues",
+    "smpl_lbs",
+]

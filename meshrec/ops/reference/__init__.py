@@ -6,5 +6,6 @@ available. They favour clarity over speed.
 """
 
 from meshrec.ops.reference.rotation import rodrigues
+from meshrec.ops.reference.smpl import forward_kinematics, joint_regression, smpl_lbs
 
-__all__ = ["rodrigues"]
+__all__ = ["forward_kinematics", "joint_regression", "rodrigues", "smpl_lbs"]
