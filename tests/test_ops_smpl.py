@@ -589,3 +589,25 @@ def test_reference_fallback_of_the_ops():
     env = {**os.environ, "MESHREC_DISABLE_COMPILED_OPS": "1"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---- JointRegressor module ---------------------------------------------------------------------
+
+def test_joint_regressor_module(body_models_dir):
+    from meshrec.body import JointRegressor, load_joint_regressor
+
+    h36m = JointRegressor.from_file("J_regressor_h36m.npy", body_models_dir)
+    assert (h36m.num_joints, h36m.num_vertices) == (17, 6890)
+    assert h36m.state_dict() == {} and "joints=17" in repr(h36m)
+    dense = torch.as_tensor(load_joint_regressor("J_regressor_h36m.npy", body_models_dir))
+    model = SMPL(body_models_dir, dtype=torch.float64)
+    out = model(body_pose=torch.randn(3, 69, dtype=torch.float64) * 0.3)
+    assert h36m.double().weights.dtype == torch.float64
+    h36m = JointRegressor.from_file("J_regressor_h36m.npy", body_models_dir, dtype=torch.float64)
+    torch.testing.assert_close(h36m(out.vertices), torch.einsum("jv,bvk->bjk", dense, out.vertices), atol=1e-12, rtol=0)
+    torch.testing.assert_close(h36m.to_dense(), dense)
+    vertices = out.vertices.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(h36m(vertices).sum(), vertices)
+    torch.testing.assert_close(grad, dense.sum(0)[None, :, None].expand(3, -1, 3), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match=r"vertices must have shape \(B, 6890, 3\)"):
+        h36m(torch.zeros(1, 6889, 3, dtype=torch.float64))
