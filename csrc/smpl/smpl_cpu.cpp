@@ -45,14 +45,19 @@ constexpr int64_t kBodiesPerItem = 64;      // bodies of a work item; they reuse
 constexpr int64_t kPrefetchRows = 16;       // panel rows ahead that an item's first tile prefetches
 constexpr int64_t kBackwardItems = 16;      // the backward's vertex pass splits a chunk into >= this many items
 
-// Register tiling per instruction set: kLanes values per vector; a tile is kTileRows bodies x
-// kTileVectors vectors of accumulators, plus the row's vectors and a broadcast, sized to fit the
-// register file (32 zmm: 8 x 3 + 3 + 1; 16 ymm/xmm: 6 x 2 + 2 + 1).
+// Register tiling per instruction set: kLanes values per vector; a tile of R bodies holds
+// kAccumulators / R vectors of columns per body (at most 12), so that the accumulators plus a
+// row's vectors fit the register file (32 zmm: 24 accumulators; 16 ymm/xmm: 12), and so that one
+// body still has 12 independent FMA chains (a 3-vector tile would wait on FMA latency).
 template <typename T, int kVectorBytes>
 struct Isa {
   static constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
-  static constexpr int kTileVectors = kVectorBytes == 64 ? 3 : 2;
+  static constexpr int kAccumulators = kVectorBytes == 64 ? 24 : 12;
   static constexpr int kTileRows = kVectorBytes == 64 ? 8 : 6;
+  template <int kRows>
+  static constexpr int tile_vectors() {
+    return kAccumulators / kRows < 12 ? kAccumulators / kRows : 12;
+  }
   // A joint transform (16 values) as native vectors.
   static constexpr int kTransformVectors = kTransformSize > kLanes ? kTransformSize / kLanes : 1;
   static constexpr int kTransformLanes = kTransformSize / kTransformVectors;
@@ -106,7 +111,7 @@ struct ForwardChunk {
 
 // ---- blend: register-tiled GEMM of the coefficients with one panel of the blend matrices ------
 
-// out[r][0 : kTileVectors * kLanes] = sum_k x_r[k] tile[k] for kRows bodies, where tile is a
+// out[r][0 : tile_vectors * kLanes] = sum_k x_r[k] tile[k] for kRows bodies, where tile is a
 // column range of a panel (rows kPanel apart). With kPrefetch, also pulls the panel's row
 // kPrefetchRows ahead into L2 for the tiles and bodies that follow.
 template <typename T, class I, int kRows, bool kPrefetch>
@@ -114,7 +119,7 @@ MESHREC_ALWAYS_INLINE void blend_tile(const T* const (&x)[kRows], int64_t num_co
                                       int64_t offset, T* out, int64_t out_ld) {
   using V = typename I::Vector;
   constexpr int kLanes = I::kLanes;
-  constexpr int kVectorsPerTile = I::kTileVectors;
+  constexpr int kVectorsPerTile = I::template tile_vectors<kRows>();
   V acc[kRows][kVectorsPerTile];
   for (int r = 0; r < kRows; ++r) {
     for (int v = 0; v < kVectorsPerTile; ++v) acc[r][v] = V{};
@@ -180,18 +185,33 @@ MESHREC_ALWAYS_INLINE void fold_columns(const simd::Vec<T, 4>& v, simd::Vec<T, 4
   out = v;
 }
 
+// sum = the transform's columns, held in parts, each multiplied by its coordinate [x y z 1]
+// (a coordinate repeated over its column's 4 lanes); still to be folded to 4 lanes.
+template <typename T>
+MESHREC_ALWAYS_INLINE void weigh_columns(const simd::Vec<T, 16>* part, const simd::Vec<T, 4>& c,
+                                         simd::Vec<T, 16>& sum) {
+  sum = part[0] * __builtin_shufflevector(c, c, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+}
+template <typename T>
+MESHREC_ALWAYS_INLINE void weigh_columns(const simd::Vec<T, 8>* part, const simd::Vec<T, 4>& c,
+                                         simd::Vec<T, 8>& sum) {
+  sum = part[0] * __builtin_shufflevector(c, c, 0, 0, 0, 0, 1, 1, 1, 1) +
+        part[1] * __builtin_shufflevector(c, c, 2, 2, 2, 2, 3, 3, 3, 3);
+}
+template <typename T>
+MESHREC_ALWAYS_INLINE void weigh_columns(const simd::Vec<T, 4>* part, const simd::Vec<T, 4>& c,
+                                         simd::Vec<T, 4>& sum) {
+  sum = part[0] * c[0] + part[1] * c[1] + part[2] * c[2] + part[3] * c[3];
+}
+
 // out = b [x y z 1]^T + t: each column multiplied by its coordinate, the columns added up.
 template <typename T, class I>
 MESHREC_ALWAYS_INLINE void apply_blended(const Transform<T, I>& b, T x, T y, T z, const T* t, T* out) {
   constexpr int kL = I::kTransformLanes;
   if constexpr (kL >= 4) {
-    const T coordinate[4] = {x, y, z, T(1)};
-    typename I::TransformPart sum = {};
-    for (int p = 0; p < I::kTransformVectors; ++p) {
-      typename I::TransformPart scale;
-      for (int lane = 0; lane < kL; ++lane) scale[lane] = coordinate[(p * kL + lane) / 4];
-      sum += b.part[p] * scale;
-    }
+    const simd::Vec<T, 4> coordinates = {x, y, z, T(1)};
+    typename I::TransformPart sum;
+    weigh_columns<T>(b.part, coordinates, sum);
     simd::Vec<T, 4> r;
     fold_columns<T>(sum, r);
     out[0] = r[0] + t[0];
@@ -230,7 +250,7 @@ MESHREC_ALWAYS_INLINE void skin_vertices(const Model<T>& m, const T* transforms,
 template <typename T, class I, int kRows>
 MESHREC_ALWAYS_INLINE void blend_panel(const ForwardChunk<T>& c, int64_t first, const T* panel, bool prefetch,
                                        T* scratch) {
-  constexpr int64_t kTileColumns = I::kTileVectors * I::kLanes;
+  constexpr int64_t kTileColumns = I::template tile_vectors<kRows>() * I::kLanes;
   static_assert(kPanel % kTileColumns == 0, "a panel must hold whole register tiles");
   const int64_t K = c.model->num_coefficients;
   const T* x[kRows];
