@@ -44,6 +44,7 @@ constexpr int64_t kPanel = smpl::kPanelColumns;
 constexpr int64_t kBodiesPerItem = 64;      // bodies of a work item; they reuse the item's panel from L2
 constexpr int64_t kPrefetchRows = 16;       // panel rows ahead that an item's first tile prefetches
 constexpr int64_t kBackwardItems = 16;      // the backward's vertex pass splits a chunk into >= this many items
+constexpr int64_t kInterleave = 4;          // partial sums per joint in the backward's vertex pass
 
 // Register tiling per instruction set: kLanes values per vector; a tile of R bodies holds
 // kAccumulators / R vectors of columns per body (at most 12), so that the accumulators plus a
@@ -169,51 +170,51 @@ MESHREC_ALWAYS_INLINE void blend_vertex(const T* transforms, const int32_t* join
   }
 }
 
-// Sum of the lanes of v in groups of 4 -> 4 lanes (the columns of a transform added up).
+// Column k (4 lanes) of a transform held in parts of 16, 8 or 4 lanes (narrowing shuffles, which
+// stay in registers; widening ones would go through the stack and stall store forwarding).
 template <typename T>
-MESHREC_ALWAYS_INLINE void fold_columns(const simd::Vec<T, 16>& v, simd::Vec<T, 4>& out) {
-  const simd::Vec<T, 8> half = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  out = __builtin_shufflevector(half, half, 0, 1, 2, 3) + __builtin_shufflevector(half, half, 4, 5, 6, 7);
+MESHREC_ALWAYS_INLINE void columns(const simd::Vec<T, 16>* part, simd::Vec<T, 4> (&col)[4]) {
+  col[0] = __builtin_shufflevector(part[0], part[0], 0, 1, 2, 3);
+  col[1] = __builtin_shufflevector(part[0], part[0], 4, 5, 6, 7);
+  col[2] = __builtin_shufflevector(part[0], part[0], 8, 9, 10, 11);
+  col[3] = __builtin_shufflevector(part[0], part[0], 12, 13, 14, 15);
 }
 template <typename T>
-MESHREC_ALWAYS_INLINE void fold_columns(const simd::Vec<T, 8>& v, simd::Vec<T, 4>& out) {
-  out = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+MESHREC_ALWAYS_INLINE void columns(const simd::Vec<T, 8>* part, simd::Vec<T, 4> (&col)[4]) {
+  col[0] = __builtin_shufflevector(part[0], part[0], 0, 1, 2, 3);
+  col[1] = __builtin_shufflevector(part[0], part[0], 4, 5, 6, 7);
+  col[2] = __builtin_shufflevector(part[1], part[1], 0, 1, 2, 3);
+  col[3] = __builtin_shufflevector(part[1], part[1], 4, 5, 6, 7);
 }
 template <typename T>
-MESHREC_ALWAYS_INLINE void fold_columns(const simd::Vec<T, 4>& v, simd::Vec<T, 4>& out) {
-  out = v;
-}
-
-// sum = the transform's columns, held in parts, each multiplied by its coordinate [x y z 1]
-// (a coordinate repeated over its column's 4 lanes); still to be folded to 4 lanes.
-template <typename T>
-MESHREC_ALWAYS_INLINE void weigh_columns(const simd::Vec<T, 16>* part, const simd::Vec<T, 4>& c,
-                                         simd::Vec<T, 16>& sum) {
-  sum = part[0] * __builtin_shufflevector(c, c, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-}
-template <typename T>
-MESHREC_ALWAYS_INLINE void weigh_columns(const simd::Vec<T, 8>* part, const simd::Vec<T, 4>& c,
-                                         simd::Vec<T, 8>& sum) {
-  sum = part[0] * __builtin_shufflevector(c, c, 0, 0, 0, 0, 1, 1, 1, 1) +
-        part[1] * __builtin_shufflevector(c, c, 2, 2, 2, 2, 3, 3, 3, 3);
-}
-template <typename T>
-MESHREC_ALWAYS_INLINE void weigh_columns(const simd::Vec<T, 4>* part, const simd::Vec<T, 4>& c,
-                                         simd::Vec<T, 4>& sum) {
-  sum = part[0] * c[0] + part[1] * c[1] + part[2] * c[2] + part[3] * c[3];
+MESHREC_ALWAYS_INLINE void columns(const simd::Vec<T, 4>* part, simd::Vec<T, 4> (&col)[4]) {
+  for (int k = 0; k < 4; ++k) col[k] = part[k];
 }
 
-// out = b [x y z 1]^T + t: each column multiplied by its coordinate, the columns added up.
+// The inverse: four columns into parts.
+template <typename T>
+MESHREC_ALWAYS_INLINE void from_columns(const simd::Vec<T, 4> (&col)[4], simd::Vec<T, 16>* part) {
+  const simd::Vec<T, 8> low = __builtin_shufflevector(col[0], col[1], 0, 1, 2, 3, 4, 5, 6, 7);
+  const simd::Vec<T, 8> high = __builtin_shufflevector(col[2], col[3], 0, 1, 2, 3, 4, 5, 6, 7);
+  part[0] = __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+template <typename T>
+MESHREC_ALWAYS_INLINE void from_columns(const simd::Vec<T, 4> (&col)[4], simd::Vec<T, 8>* part) {
+  part[0] = __builtin_shufflevector(col[0], col[1], 0, 1, 2, 3, 4, 5, 6, 7);
+  part[1] = __builtin_shufflevector(col[2], col[3], 0, 1, 2, 3, 4, 5, 6, 7);
+}
+template <typename T>
+MESHREC_ALWAYS_INLINE void from_columns(const simd::Vec<T, 4> (&col)[4], simd::Vec<T, 4>* part) {
+  for (int k = 0; k < 4; ++k) part[k] = col[k];
+}
+
+// out = b [x y z 1]^T + t
 template <typename T, class I>
 MESHREC_ALWAYS_INLINE void apply_blended(const Transform<T, I>& b, T x, T y, T z, const T* t, T* out) {
-  constexpr int kL = I::kTransformLanes;
-  if constexpr (kL >= 4) {
-    const simd::Vec<T, 4> coordinates = {x, y, z, T(1)};
-    typename I::TransformPart sum;
-    weigh_columns<T>(b.part, coordinates, sum);
-    simd::Vec<T, 4> r;
-    fold_columns<T>(sum, r);
+  if constexpr (I::kTransformLanes >= 4) {
+    simd::Vec<T, 4> col[4];
+    columns<T>(b.part, col);
+    const simd::Vec<T, 4> r = col[0] * x + col[1] * y + col[2] * z + col[3];
     out[0] = r[0] + t[0];
     out[1] = r[1] + t[1];
     out[2] = r[2] + t[2];
@@ -316,10 +317,26 @@ struct BackwardChunk {
   const T* regressor_weights;
   int64_t regressor_entries;
   T* grad_posed;              // (n, V, 3)
-  T* partial_transforms;      // (n * splits, J, 16)
+  T* partial_transforms;      // (n * splits, kInterleave, J, 16)
   T* partial_transl;          // (n * splits, 4)
   int64_t num_bodies, splits, num_joint_rows;
 };
+
+// g [x y z 1] in the transform layout: column k = g * (x, y, z, 1)[k], with g = (g0 g1 g2 0).
+template <typename T, class I>
+MESHREC_ALWAYS_INLINE void outer_product(const simd::Vec<T, 4>& g, T x, T y, T z,
+                                         typename I::TransformPart (&part)[I::kTransformVectors]) {
+  if constexpr (I::kTransformLanes >= 4) {
+    const simd::Vec<T, 4> col[4] = {g * x, g * y, g * z, g};
+    from_columns<T>(col, part);
+  } else {
+    const T coordinate[4] = {x, y, z, T(1)};
+    for (int k = 0; k < 4; ++k) {
+      part[2 * k] = typename I::TransformPart{g[0], g[1]} * coordinate[k];
+      part[2 * k + 1] = typename I::TransformPart{g[2], T(0)} * coordinate[k];
+    }
+  }
+}
 
 template <typename T, class I>
 MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_t begin, int64_t end) {
@@ -334,8 +351,8 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
     const T* grad_regressed = c.grad_joints + (body * c.num_joint_rows + J) * 3;
     const T* posed = c.posed + body * 3 * V;
     T* grad_posed = c.grad_posed + body * 3 * V;
-    T* partial = c.partial_transforms + item * J * kTransformSize;
-    std::fill(partial, partial + J * kTransformSize, T(0));
+    T* partial = c.partial_transforms + item * kInterleave * J * kTransformSize;
+    std::fill(partial, partial + kInterleave * J * kTransformSize, T(0));
     T gt0 = 0, gt1 = 0, gt2 = 0;
     // The regressed joints' gradients reach the vertices of their entries.
     int64_t entry = std::lower_bound(c.regressor_vertices, c.regressor_vertices + c.regressor_entries,
@@ -359,14 +376,15 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
       grad_posed[3 * i] = b[0] * g0 + b[1] * g1 + b[2] * g2;
       grad_posed[3 * i + 1] = b[4] * g0 + b[5] * g1 + b[6] * g2;
       grad_posed[3 * i + 2] = b[8] * g0 + b[9] * g1 + b[10] * g2;
-      const T x = posed[3 * i], y = posed[3 * i + 1], z = posed[3 * i + 2];
       // grad_vertex [v_p ; 1]^T in the transform layout, accumulated by each joint with its weight
-      alignas(64) const T outer_values[kTransformSize] = {g0 * x, g1 * x, g2 * x, T(0), g0 * y, g1 * y, g2 * y, T(0),
-                                                          g0 * z, g1 * z, g2 * z, T(0), g0,     g1,     g2,     T(0)};
+      // into one of kInterleave partial sums: neighbouring vertices share joints, and a single
+      // accumulator per joint would chain every update through a store and a reload.
+      const simd::Vec<T, 4> gv = {g0, g1, g2, T(0)};
       typename I::TransformPart outer[I::kTransformVectors];
-      for (int p = 0; p < I::kTransformVectors; ++p) simd::load(outer[p], outer_values + p * I::kTransformLanes);
+      outer_product<T, I>(gv, posed[3 * i], posed[3 * i + 1], posed[3 * i + 2], outer);
+      T* lane = partial + (i % kInterleave) * J * kTransformSize;
       for (int64_t s = 0; s < m.skin_width; ++s) {
-        T* target = partial + static_cast<int64_t>(joints[s]) * kTransformSize;
+        T* target = lane + static_cast<int64_t>(joints[s]) * kTransformSize;
         const T w = weights[s];
         for (int p = 0; p < I::kTransformVectors; ++p) {
           typename I::TransformPart sum;
@@ -375,6 +393,10 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
           simd::store(target + p * I::kTransformLanes, sum);
         }
       }
+    }
+    for (int64_t k = 1; k < kInterleave; ++k) {
+      const T* other = partial + k * J * kTransformSize;
+      for (int64_t e = 0; e < J * kTransformSize; ++e) partial[e] += other[e];
     }
     T* gt = c.partial_transl + item * 4;
     gt[0] = gt0;
@@ -590,13 +612,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
     // Per body: transforms, global rotations and rest joints; per item: partial transform and
     // translation gradients.
     const int64_t per_body = J * (kTransformSize + 9 + 3);
-    const int64_t per_item = J * kTransformSize + 4;
+    const int64_t per_item = kInterleave * J * kTransformSize + 4;
     at::Tensor workspace = at::empty({chunk * per_body + chunk * splits * per_item}, betas.options());
     T* transforms = workspace.mutable_data_ptr<T>();
     T* global_rotations = transforms + chunk * J * kTransformSize;
     T* rest = global_rotations + chunk * J * 9;
     T* partial_transforms = rest + chunk * J * 3;
-    T* partial_transl = partial_transforms + chunk * splits * J * kTransformSize;
+    T* partial_transl = partial_transforms + chunk * splits * kInterleave * J * kTransformSize;
     const BackwardItems<T> items_fn = backward_items<T>();
 
     for (int64_t c0 = 0; c0 < B; c0 += chunk) {
@@ -646,7 +668,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
           std::fill(grad_transforms, grad_transforms + J * kTransformSize, T(0));
           T gt[3] = {0, 0, 0};
           for (int64_t split = 0; split < splits; ++split) {
-            const T* partial = partial_transforms + (b * splits + split) * J * kTransformSize;
+            const T* partial = partial_transforms + (b * splits + split) * kInterleave * J * kTransformSize;
             for (int64_t e = 0; e < J * kTransformSize; ++e) grad_transforms[e] += partial[e];
             for (int k = 0; k < 3; ++k) gt[k] += partial_transl[(b * splits + split) * 4 + k];
           }

@@ -282,7 +282,8 @@ class SMPL(nn.Module):
         self._kernel_inputs_cache = None
         return super()._apply(fn, recurse)
 
-    def _kernel_inputs(self) -> tuple[SMPLArrays, SparseRegressor]:
+    def _kernel_inputs(self) -> tuple[SMPLArrays, SparseRegressor, torch.Tensor, torch.Tensor]:
+        """The model as the kernels take it, and its templates as batches of one (cached)."""
         cached = self._kernel_inputs_cache
         if cached is not None and not torch.compiler.is_compiling():
             return cached
@@ -295,9 +296,10 @@ class SMPL(nn.Module):
         regressor = SparseRegressor(self._vertex_joint_ids, self._vertex_joint_rows, self._vertex_joint_weights,
                                     num_rows=int(self.extra_joints_idxs.shape[0]),
                                     num_vertices=int(self.v_template.shape[0]))
+        inputs = (arrays, regressor, self.v_template.unsqueeze(0), self._joint_template.unsqueeze(0))
         if not torch.compiler.is_compiling():
-            self._kernel_inputs_cache = (arrays, regressor)
-        return arrays, regressor
+            self._kernel_inputs_cache = inputs
+        return inputs
 
     def _check_arrays(self, arrays: dict[str, Any]) -> None:
         required = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
@@ -342,7 +344,14 @@ class SMPL(nn.Module):
         return f"gender={self.gender}, num_betas={self.num_betas}, dtype={self.dtype}{source}"
 
     # ------------------------------------------------------------------------------------------
-    def _check_input(self, name: str, value: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _has_nonfinite(value: torch.Tensor) -> bool:
+        """NaN or infinity in a CPU tensor. Not checked on a GPU, where it would synchronise the host
+        with the device. A non-finite sum is confirmed element-wise (a huge finite sum overflows)."""
+        return bool(value.device.type == "cpu" and value.numel() and not torch.compiler.is_compiling()
+                    and not math.isfinite(value.sum().item()) and not bool(torch.isfinite(value).all()))
+
+    def _check_input(self, name: str, value: torch.Tensor, finite: bool = True) -> torch.Tensor:
         if not torch.is_tensor(value):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if value.dtype != self.v_template.dtype:
@@ -355,16 +364,14 @@ class SMPL(nn.Module):
                 f"{name} is on {value.device} but the model is on {self.v_template.device}; move one of them "
                 "(model.to(device) or tensor.to(device))"
             )
-        # Finite check on CPU only: on a GPU it would synchronise the host with the device.
-        # A non-finite sum is confirmed element-wise (a huge finite sum could overflow).
-        if (value.device.type == "cpu" and value.numel() and not torch.compiler.is_compiling()
-                and not math.isfinite(value.sum().item()) and not bool(torch.isfinite(value).all())):
+        if finite and self._has_nonfinite(value):
             raise ValueError(f"{name} contains NaN or infinite values")
         return value
 
     def _pose_tensor(self, name: str, value: torch.Tensor, joints: int, pose2rot: bool) -> torch.Tensor:
-        """The checked pose as (B, joints, 3) axis-angle (pose2rot) or (B, joints, 3, 3) rotations."""
-        value = self._check_input(name, value)
+        """The pose as (B, joints, 3) axis-angle (pose2rot) or (B, joints, 3, 3) rotations, its shape,
+        dtype and device checked (finiteness is checked on all poses at once by the caller)."""
+        value = self._check_input(name, value, finite=False)
         batch = value.shape[0] if value.dim() else 0
         if pose2rot:
             if value.dim() == 2 and value.shape[1] == 3 * joints:
@@ -487,6 +494,10 @@ class SMPL(nn.Module):
             batched["v_template"] = v_template
         batch = self._broadcast(batched)
         full_pose_tensor = torch.cat([pose.expand(batch, *pose.shape[1:]) for pose in poses_checked], dim=1)
+        if self._has_nonfinite(full_pose_tensor):
+            for (name, *_), pose in zip(parts, poses_checked):
+                if self._has_nonfinite(pose):
+                    raise ValueError(f"{name} contains NaN or infinite values")
         rotations = rodrigues(full_pose_tensor) if pose2rot else full_pose_tensor
         if betas.shape[0] != batch:
             betas = betas.expand(batch, -1)
@@ -494,13 +505,13 @@ class SMPL(nn.Module):
             transl = transl.expand(batch, 3)
 
         if use_compiled(betas):
-            arrays, regressor = self._kernel_inputs()
-            joint_template = None
+            arrays, regressor, vertex_template, joint_template = self._kernel_inputs()
             if v_template is not None:
+                vertex_template = v_template
                 joint_template = torch.einsum("jv,bvk->bjk", self.J_regressor, v_template)
             mapped = self.joint_mapper is not None
             vertices, joints = _smpl_lbs_compiled(
-                betas, rotations, arrays, None if mapped else transl, v_template, joint_template, regressor)
+                betas, rotations, arrays, None if mapped else transl, vertex_template, joint_template, regressor)
             if mapped:
                 joints = self.joint_mapper(joints)
                 if transl is not None:
