@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -406,6 +407,24 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
   }
 }
 
+// ---- threading -------------------------------------------------------------------------------------
+
+// fn(begin, end) over [0, count) in chunks handed out on demand: a thread slowed down (by other
+// work on the machine, or by a partial group of bodies) takes fewer chunks instead of holding
+// the others at the barrier. Each chunk writes only its own outputs, so results do not depend on
+// which thread ran it.
+template <typename F>
+void parallel_dynamic(int64_t count, const F& fn) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), count));
+  const int64_t chunk = std::max<int64_t>(1, count / (8 * threads));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t begin = next.fetch_add(chunk); begin < count; begin = next.fetch_add(chunk)) {
+      fn(begin, std::min(count, begin + chunk));
+    }
+  });
+}
+
 // ---- per-ISA entry points -------------------------------------------------------------------------
 
 template <typename T>
@@ -561,8 +580,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> smpl_lbs_cpu(
       fc.posed = save_posed ? posed.mutable_data_ptr<T>() + c0 * 3 * V : nullptr;
       fc.num_bodies = n;
       fc.num_groups = (n + kBodiesPerItem - 1) / kBodiesPerItem;
-      at::parallel_for(0, model.num_panels * fc.num_groups, 1,
-                       [&](int64_t begin, int64_t end) { items_fn(fc, begin, end); });
+      parallel_dynamic(model.num_panels * fc.num_groups, [&](int64_t begin, int64_t end) { items_fn(fc, begin, end); });
 
       if (R > 0) {
         scatter_entries(fc.vertices, 3 * V, regressor_vertices.const_data_ptr<int32_t>(),
@@ -655,7 +673,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
       bc.num_bodies = n;
       bc.splits = splits;
       bc.num_joint_rows = joint_rows;
-      at::parallel_for(0, n * splits, 1, [&](int64_t begin, int64_t end) { items_fn(bc, begin, end); });
+      parallel_dynamic(n * splits, [&](int64_t begin, int64_t end) { items_fn(bc, begin, end); });
 
       T* grad_betas_ptr = grad_betas.mutable_data_ptr<T>() + c0 * NB;
       T* grad_rotations_ptr = grad_rotations.mutable_data_ptr<T>() + c0 * J * 9;
