@@ -28,6 +28,7 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../common/cpu_simd.h"
@@ -155,10 +156,28 @@ struct Transform {
   MESHREC_ALWAYS_INLINE T operator[](int e) const { return part[e / I::kTransformLanes][e % I::kTransformLanes]; }
 };
 
+// fn(std::integral_constant<int, K>) with the model's skinning width K as a compile-time constant
+// when it is 1..8, so the per-vertex loops unroll; 0 stands for any other width (a run-time loop).
+template <typename F>
+MESHREC_ALWAYS_INLINE void with_skin_width(int64_t width, const F& fn) {
+  switch (width) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    case 8: fn(std::integral_constant<int, 8>{}); break;
+    default: fn(std::integral_constant<int, 0>{}); break;
+  }
+}
+
 // m = sum of the vertex's weighted joint transforms (the vectorised smpl::blend_transforms).
-template <typename T, class I>
-MESHREC_ALWAYS_INLINE void blend_vertex(const T* transforms, const int32_t* joints, const T* weights, int64_t count,
+template <typename T, class I, int kSlots>
+MESHREC_ALWAYS_INLINE void blend_vertex(const T* transforms, const int32_t* joints, const T* weights, int64_t width,
                                         Transform<T, I>& m) {
+  const int64_t count = kSlots > 0 ? kSlots : width;
   for (int p = 0; p < I::kTransformVectors; ++p) m.part[p] = typename I::TransformPart{};
   for (int64_t s = 0; s < count; ++s) {
     const T* a = transforms + static_cast<int64_t>(joints[s]) * kTransformSize;
@@ -209,28 +228,27 @@ MESHREC_ALWAYS_INLINE void from_columns(const simd::Vec<T, 4> (&col)[4], simd::V
   for (int k = 0; k < 4; ++k) part[k] = col[k];
 }
 
-// out = b [x y z 1]^T + t
+// out = b [x y z 1]^T + t   (t: (t0 t1 t2 0))
 template <typename T, class I>
-MESHREC_ALWAYS_INLINE void apply_blended(const Transform<T, I>& b, T x, T y, T z, const T* t, T* out) {
+MESHREC_ALWAYS_INLINE void apply_blended(const Transform<T, I>& b, T x, T y, T z, const simd::Vec<T, 4>& t, T* out) {
   if constexpr (I::kTransformLanes >= 4) {
     simd::Vec<T, 4> col[4];
     columns<T>(b.part, col);
-    const simd::Vec<T, 4> r = col[0] * x + col[1] * y + col[2] * z + col[3];
-    out[0] = r[0] + t[0];
-    out[1] = r[1] + t[1];
-    out[2] = r[2] + t[2];
+    const simd::Vec<T, 4> r = col[0] * x + col[1] * y + col[2] * z + (col[3] + t);
+    out[0] = r[0];
+    out[1] = r[1];
+    out[2] = r[2];
   } else {
     for (int k = 0; k < 3; ++k) out[k] = b[k] * x + b[4 + k] * y + b[8 + k] * z + b[12 + k] + t[k];
   }
 }
 
 // Vertices [first, first + count) of one body: posed template = template + offsets, then skinned.
-template <typename T, class I>
+template <typename T, class I, int kSlots>
 MESHREC_ALWAYS_INLINE void skin_vertices(const Model<T>& m, const T* transforms, const T* transl, int64_t first,
                                          int64_t count, const T* vertex_template, const T* offsets, T* posed_out,
                                          T* out) {
-  const T zero[3] = {T(0), T(0), T(0)};
-  const T* t = transl ? transl : zero;
+  const simd::Vec<T, 4> t = transl ? simd::Vec<T, 4>{transl[0], transl[1], transl[2], T(0)} : simd::Vec<T, 4>{};
   const int32_t* joints = m.skin_joints + first * m.skin_width;
   const T* weights = m.skin_weights + first * m.skin_width;
   for (int64_t i = 0; i < count; ++i) {
@@ -243,7 +261,7 @@ MESHREC_ALWAYS_INLINE void skin_vertices(const Model<T>& m, const T* transforms,
       posed_out[3 * i + 2] = z;
     }
     Transform<T, I> b;
-    blend_vertex(transforms, joints + i * m.skin_width, weights + i * m.skin_width, m.skin_width, b);
+    blend_vertex<T, I, kSlots>(transforms, joints + i * m.skin_width, weights + i * m.skin_width, m.skin_width, b);
     apply_blended<T, I>(b, x, y, z, t, out + 3 * i);
   }
 }
@@ -295,9 +313,12 @@ MESHREC_ALWAYS_INLINE void blend_skin_items(const ForwardChunk<T>& c, int64_t be
       for (int r = 0; r < rows; ++r) {
         const int64_t body = first + r;
         const int64_t at = body * 3 * V + 3 * first_vertex;
-        skin_vertices<T, I>(m, c.transforms + body * m.num_joints * kTransformSize, c.transl ? c.transl + 3 * body : nullptr,
-                      first_vertex, count, c.vertex_template + body * c.template_stride + 3 * first_vertex,
-                      scratch + r * kPanel, c.posed != nullptr ? c.posed + at : nullptr, c.vertices + at);
+        with_skin_width(m.skin_width, [&](auto slots) {
+          skin_vertices<T, I, decltype(slots)::value>(
+              m, c.transforms + body * m.num_joints * kTransformSize, c.transl ? c.transl + 3 * body : nullptr,
+              first_vertex, count, c.vertex_template + body * c.template_stride + 3 * first_vertex,
+              scratch + r * kPanel, c.posed != nullptr ? c.posed + at : nullptr, c.vertices + at);
+        });
       }
       first += rows;
     }
@@ -339,7 +360,7 @@ MESHREC_ALWAYS_INLINE void outer_product(const simd::Vec<T, 4>& g, T x, T y, T z
   }
 }
 
-template <typename T, class I>
+template <typename T, class I, int kSlots>
 MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_t begin, int64_t end) {
   const Model<T>& m = *c.model;
   const int64_t V = m.num_vertices, J = m.num_joints;
@@ -373,7 +394,7 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
       const int32_t* joints = m.skin_joints + i * m.skin_width;
       const T* weights = m.skin_weights + i * m.skin_width;
       Transform<T, I> b;
-      blend_vertex(transforms, joints, weights, m.skin_width, b);
+      blend_vertex<T, I, kSlots>(transforms, joints, weights, m.skin_width, b);
       grad_posed[3 * i] = b[0] * g0 + b[1] * g1 + b[2] * g2;
       grad_posed[3 * i + 1] = b[4] * g0 + b[5] * g1 + b[6] * g2;
       grad_posed[3 * i + 2] = b[8] * g0 + b[9] * g1 + b[10] * g2;
@@ -384,7 +405,7 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
       typename I::TransformPart outer[I::kTransformVectors];
       outer_product<T, I>(gv, posed[3 * i], posed[3 * i + 1], posed[3 * i + 2], outer);
       T* lane = partial + (i % kInterleave) * J * kTransformSize;
-      for (int64_t s = 0; s < m.skin_width; ++s) {
+      for (int64_t s = 0; s < (kSlots > 0 ? kSlots : m.skin_width); ++s) {
         T* target = lane + static_cast<int64_t>(joints[s]) * kTransformSize;
         const T w = weights[s];
         for (int p = 0; p < I::kTransformVectors; ++p) {
@@ -438,7 +459,9 @@ MESHREC_FLATTEN void blend_skin_baseline(const ForwardChunk<T>& c, int64_t begin
 }
 template <typename T>
 MESHREC_FLATTEN void skin_backward_baseline(const BackwardChunk<T>& c, int64_t begin, int64_t end) {
-  skin_backward_items<T, Isa<T, 16>>(c, begin, end);
+  with_skin_width(c.model->skin_width, [&](auto slots) {
+    skin_backward_items<T, Isa<T, 16>, decltype(slots)::value>(c, begin, end);
+  });
 }
 #if MESHREC_X86
 template <typename T>
@@ -447,7 +470,9 @@ MESHREC_TARGET_AVX2 void blend_skin_avx2(const ForwardChunk<T>& c, int64_t begin
 }
 template <typename T>
 MESHREC_TARGET_AVX2 void skin_backward_avx2(const BackwardChunk<T>& c, int64_t begin, int64_t end) {
-  skin_backward_items<T, Isa<T, 32>>(c, begin, end);
+  with_skin_width(c.model->skin_width, [&](auto slots) {
+    skin_backward_items<T, Isa<T, 32>, decltype(slots)::value>(c, begin, end);
+  });
 }
 template <typename T>
 MESHREC_TARGET_AVX512 void blend_skin_avx512(const ForwardChunk<T>& c, int64_t begin, int64_t end) {
@@ -455,7 +480,9 @@ MESHREC_TARGET_AVX512 void blend_skin_avx512(const ForwardChunk<T>& c, int64_t b
 }
 template <typename T>
 MESHREC_TARGET_AVX512 void skin_backward_avx512(const BackwardChunk<T>& c, int64_t begin, int64_t end) {
-  skin_backward_items<T, Isa<T, 64>>(c, begin, end);
+  with_skin_width(c.model->skin_width, [&](auto slots) {
+    skin_backward_items<T, Isa<T, 64>, decltype(slots)::value>(c, begin, end);
+  });
 }
 #endif
 
