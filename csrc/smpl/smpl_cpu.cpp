@@ -4,24 +4,23 @@
 // Forward, per chunk of at most kBodiesPerChunk bodies (bounding the scratch memory):
 //  1. prepare (parallel over bodies): coefficients x = [betas ; pose feature], forward
 //     kinematics, the joint transforms, and the posed joints (written to the output).
-//  2. blend + skin (parallel over work items = column block x group of bodies): a register-tiled
-//     GEMM computes the posed template v_p = T + [S ; P]^T x for kRowsPerTile bodies and the
-//     item's 64 vertices into an L1-resident scratch tile, which is skinned at once and written
-//     out. The B x V x 3 posed template never exists in memory (unless saved for backward), nor
-//     does smplx's B x V x 16 per-vertex transform. Items of one column block are consecutive, so
-//     a thread streams each block of the blend matrices from memory once (software-prefetched:
-//     its rows are 3V apart, too far for the hardware prefetcher) and reuses it from L2.
-//  3. regressed joints (parallel over bodies): sparse rows applied to the finished vertices.
+//  2. blend + skin (work items = panel of 64 vertices x group of up to 64 bodies, handed out on
+//     demand): a register-tiled GEMM of the coefficients with the packed blend shapes gives the
+//     posed-template offsets of a few bodies in an L1 scratch tile, which is skinned at once and
+//     written out. The B x V x 3 posed template never exists in memory (unless kept for the
+//     backward), nor does smplx's B x V x 16 per-vertex transform. Items of one panel are
+//     consecutive, so a thread streams each panel from memory once and reuses it from L2.
+//  3. regressed joints (parallel over bodies): the sparse regressor applied to the finished
+//     vertices.
 // Backward recomputes the kinematics, runs one pass over the vertices (per-vertex gradients of
-// the posed template and per-joint transform gradients, reduced in a fixed order, so results do
-// not depend on the thread count), walks the tree backwards, and gets the blend-shape gradients
-// from two GEMMs through ATen (BLAS).
+// the posed template and per-joint transform gradients, reduced in a fixed order), walks the
+// tree backwards, and gets the blend-shape gradients from two GEMMs through ATen (BLAS).
+// Forward outputs are bitwise independent of the thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
