@@ -28,7 +28,6 @@
 #include <atomic>
 #include <cstring>
 #include <type_traits>
-#include <vector>
 
 #include "../common/cpu_simd.h"
 #include "lbs.h"
