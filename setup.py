@@ -88,6 +88,10 @@ def extension_modules() -> tuple[list, dict]:
     version = read_version()
 
     optimisation = ["-O0", "-g"] if debug else ["-O3"]
+    # at::parallel_for is a header template around `#pragma omp parallel` when torch uses OpenMP:
+    # without -fopenmp the kernels would silently run on one thread. The library then links the
+    # libgomp.so.1 that torch has already loaded.
+    openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
     macros = [("MESHREC_VERSION", f'"{version}"')]
     files = sources["python"] + sources["core"]
     if use_cuda:
@@ -102,6 +106,7 @@ def extension_modules() -> tuple[list, dict]:
         ("cuda", f"{'yes' if use_cuda else 'no'} ({reason})"),
         ("TORCH_CUDA_ARCH_LIST", archs or "-"),
         ("debug", debug),
+        ("openmp", bool(openmp)),
         ("sources", len(files)),
     ]:
         print(f"  {key:22s} {value}")
@@ -112,7 +117,8 @@ def extension_modules() -> tuple[list, dict]:
         sources=files,
         include_dirs=[str(ROOT / "csrc")],
         define_macros=macros,
-        extra_compile_args={"cxx": optimisation, "nvcc": optimisation + ["-lineinfo"]},
+        extra_compile_args={"cxx": optimisation + openmp, "nvcc": optimisation + ["-lineinfo"]},
+        extra_link_args=openmp,
     )
     return [extension], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
 

@@ -63,6 +63,30 @@ TORCH_LIBRARY(meshrec, m) {
       "Tensor");
   m.def("winding_number(Tensor points, Tensor vertices, Tensor faces) -> Tensor");
   m.def("nearest_points(Tensor queries, Tensor points) -> (Tensor distance, Tensor index)");
+  // ---- smpl: SMPL-family linear blend skinning and sparse joint regressors
+  // smpl_lbs: vertices (B, V, 3) and joints (B, J + R, 3): the J posed kinematic joints, then the
+  // R rows of a sparse regressor (entries sorted by vertex) applied to the vertices; transl is
+  // added to both. blend_panels packs [shapedirs ; posedirs] for the forward GEMM (csrc/smpl/lbs.h);
+  // the backward uses shapedirs and posedirs as they are. posed_template
+  // is (B, V, 3) with save_posed (kept for the backward), else empty.
+  m.set_python_module("meshrec.ops._registrations.smpl");
+  m.def(
+      "smpl_lbs(Tensor betas, Tensor rotations, Tensor? transl, Tensor vertex_template, Tensor joint_template, "
+      "Tensor shapedirs, Tensor posedirs, Tensor blend_panels, Tensor joint_shapedirs, int[] parents, "
+      "Tensor skin_joints, Tensor skin_weights, Tensor regressor_vertices, Tensor regressor_rows, Tensor regressor_weights, "
+      "int num_regressed, bool save_posed) -> (Tensor vertices, Tensor joints, Tensor posed_template)");
+  m.def(
+      "smpl_lbs_backward(Tensor grad_vertices, Tensor grad_joints, Tensor betas, Tensor rotations, "
+      "Tensor joint_template, Tensor shapedirs, Tensor posedirs, Tensor joint_shapedirs, int[] parents, "
+      "Tensor skin_joints, Tensor skin_weights, Tensor regressor_vertices, Tensor regressor_rows, "
+      "Tensor regressor_weights, Tensor posed_template) -> (Tensor grad_betas, Tensor grad_rotations, "
+      "Tensor grad_transl, Tensor grad_vertex_template, Tensor grad_joint_template)");
+  // joint_regression: (B, V, 3) vertices -> (B, R, 3) joints through a sparse (R, V) regressor
+  // given as entries (vertex id, row, weight) sorted by vertex.
+  m.def("joint_regression(Tensor vertices, Tensor vertex_ids, Tensor rows, Tensor weights, int num_joints) -> Tensor");
+  m.def(
+      "joint_regression_backward(Tensor grad_joints, Tensor vertex_ids, Tensor rows, Tensor weights, "
+      "int num_vertices) -> Tensor");
 }
 
 }  // namespace meshrec

@@ -4,6 +4,8 @@
 >>> smpl = SMPL("path/to/models", gender="neutral")       # or SMPL() with MESHREC_BODY_MODELS set
 >>> out = smpl(betas=betas, body_pose=body_pose, global_orient=global_orient)
 >>> out.vertices.shape, out.joints.shape                  # (B, 6890, 3), (B, 45, 3)
+>>> h36m = JointRegressor.from_file("J_regressor_h36m.npy")
+>>> h36m(out.vertices).shape                              # (B, 17, 3)
 """
 
 from meshrec.body.constants import (
@@ -20,6 +22,7 @@ from meshrec.body.files import (
 )
 from meshrec.body.keypoints import LAYOUTS as KEYPOINT_LAYOUTS
 from meshrec.body.keypoints import KeypointLayout, KeypointModel, get_layout
+from meshrec.body.regressor import JointRegressor
 from meshrec.body.smpl import SMPL, SMPLH, SMPLHOutput, SMPLOutput
 from meshrec.errors import BodyModelNotFoundError
 
@@ -28,6 +31,7 @@ __all__ = [
     "KeypointLayout",
     "KeypointModel",
     "get_layout",
+    "JointRegressor",
     "SMPL",
     "SMPLH",
     "SMPLHOutput",

@@ -12,46 +12,20 @@ The maths is SMPL's (Loper et al. 2015) in the formulation smplx uses, so result
 
 Joints returned are the posed kinematic joints (translation part of G_j), not a regressor applied
 to the posed mesh.
+
+This is the SMPL module's path without the compiled library, and the oracle its kernels
+(:func:`meshrec.ops.smpl_lbs`) are tested against through the module. It follows smplx's data
+layout (dense skinning weights and joint regressor); :mod:`meshrec.ops.reference.smpl` is the
+op-level reference on the kernels' layout, and both share :func:`forward_kinematics`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from meshrec.ops.reference.smpl import forward_kinematics
+
 __all__ = ["forward_kinematics", "lbs"]
-
-
-def forward_kinematics(
-    rotations: torch.Tensor, rest_joints: torch.Tensor, parents: list[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global rigid transforms of the kinematic chain.
-
-    Args:
-        rotations: (B, J, 3, 3) local joint rotations.
-        rest_joints: (B, J, 3) joint locations of the rest pose.
-        parents: J parent indices, -1 for the root, each parent before its children.
-
-    Returns:
-        posed_joints (B, J, 3) and skinning transforms (B, J, 3, 4), the latter mapping rest
-        positions to posed ones (the rest-joint offset is folded into the translation).
-    """
-    batch, num_joints = rotations.shape[:2]
-    global_rotations = []
-    global_translations = []
-    for joint in range(num_joints):
-        parent = parents[joint]
-        if parent < 0:
-            global_rotations.append(rotations[:, joint])
-            global_translations.append(rest_joints[:, joint])
-        else:
-            offset = (rest_joints[:, joint] - rest_joints[:, parent]).unsqueeze(-1)
-            parent_rotation = global_rotations[parent]
-            global_rotations.append(parent_rotation @ rotations[:, joint])
-            global_translations.append((parent_rotation @ offset).squeeze(-1) + global_translations[parent])
-    rotation = torch.stack(global_rotations, dim=1)
-    posed_joints = torch.stack(global_translations, dim=1)
-    translation = posed_joints - (rotation @ rest_joints.unsqueeze(-1)).squeeze(-1)
-    return posed_joints, torch.cat([rotation, translation.unsqueeze(-1)], dim=-1)
 
 
 def lbs(

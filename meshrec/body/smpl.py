@@ -12,10 +12,17 @@ all on the side of clearer behaviour:
   argument; unknown keyword arguments raise instead of being ignored.
 - Any argument with batch 1 is broadcast to the batch of the others.
 - Axis-angle goes through the exact Rodrigues formula (smplx perturbs the angle by 1e-8).
+- ``v_shaped`` is returned only with ``return_shaped=True`` (smplx's SMPL-X keyword).
+
+With the compiled library in use (:mod:`meshrec.extension`), the forward pass runs on the fused
+SMPL kernels (:func:`meshrec.ops.smpl_lbs`): one op for blend shapes, kinematics, skinning, the
+vertex joints and the translation, with a backward for betas, poses, translation and template.
+Otherwise it runs the plain-PyTorch path of :mod:`meshrec.body.lbs` (the reference).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -34,7 +41,9 @@ from meshrec.body.files import (
     smplh_file_names,
 )
 from meshrec.body.lbs import lbs
-from meshrec.ops import rodrigues
+from meshrec.extension import use_compiled
+from meshrec.ops import SMPLArrays, SparseRegressor, prepare_smpl_arrays, rodrigues
+from meshrec.ops.smpl import _smpl_lbs_compiled
 
 __all__ = ["SMPL", "SMPLH", "SMPLHOutput", "SMPLOutput"]
 
@@ -54,7 +63,7 @@ class SMPLOutput:
         global_orient, body_pose: the pose inputs as given (axis-angle or rotation matrices).
         full_pose: the concatenated pose, with return_full_pose=True.
         transl: (B, 3) the translation applied, or None.
-        v_shaped: (B, V, 3) the shaped template before posing.
+        v_shaped: (B, V, 3) the shaped template before posing, with return_shaped=True.
     """
 
     vertices: torch.Tensor | None = None
@@ -226,6 +235,8 @@ class SMPL(nn.Module):
             selected = []  # vertex ids refer to SMPL's topology only
         self.register_buffer("extra_joints_idxs", torch.as_tensor(selected, dtype=torch.long))
         self.num_joints = num_joints
+        self._register_kernel_arrays(template, shapedirs, posedirs, _dense(arrays["J_regressor"]), _dense(arrays["weights"]))
+        self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module._rebuild_kernel_arrays())
 
         def parameter(create: bool, name: str, value: Any, width: int) -> None:
             if not create:
@@ -242,6 +253,54 @@ class SMPL(nn.Module):
         parameter(create_transl, "transl", transl, 3)
 
     # ------------------------------------------------------------------------------------------
+    # Arrays of the fused kernels, derived from the model's buffers once (non-persistent buffers,
+    # so they follow .to() / .double() and stay out of the state dict; rebuilt after loading one).
+    _KERNEL_BUFFERS = ("_shapedirs_rows", "_blend_panels", "_joint_template", "_joint_shapedirs", "_skin_joints",
+                       "_skin_weights", "_vertex_joint_ids", "_vertex_joint_rows", "_vertex_joint_weights")
+
+    def _register_kernel_arrays(self, template, shapedirs, posedirs, j_regressor, weights) -> None:
+        prepared = prepare_smpl_arrays(template, shapedirs, self.posedirs, j_regressor, self._parents_list, weights,
+                                       dtype=self.v_template.dtype, device=self.v_template.device)
+        picker = SparseRegressor.from_vertex_ids(self.extra_joints_idxs.tolist(), template.shape[0],
+                                                 dtype=self.v_template.dtype, device=self.v_template.device)
+        derived = dict(
+            _shapedirs_rows=prepared.shapedirs, _blend_panels=prepared.blend_panels,
+            _joint_template=prepared.joint_template, _joint_shapedirs=prepared.joint_shapedirs,
+            _skin_joints=prepared.skin_joints, _skin_weights=prepared.skin_weights,
+            _vertex_joint_ids=picker.vertex_ids, _vertex_joint_rows=picker.rows, _vertex_joint_weights=picker.weights,
+        )
+        for name in self._KERNEL_BUFFERS:
+            self.register_buffer(name, derived[name], persistent=False)
+        self._kernel_inputs_cache = None
+
+    def _rebuild_kernel_arrays(self) -> None:
+        """After load_state_dict: the model arrays may have changed under the derived ones."""
+        self._register_kernel_arrays(self.v_template, self.shapedirs, self.posedirs, self.J_regressor,
+                                     self.lbs_weights)
+
+    def _apply(self, fn, recurse=True):
+        self._kernel_inputs_cache = None
+        return super()._apply(fn, recurse)
+
+    def _kernel_inputs(self) -> tuple[SMPLArrays, SparseRegressor, torch.Tensor, torch.Tensor]:
+        """The model as the kernels take it, and its templates as batches of one (cached)."""
+        cached = self._kernel_inputs_cache
+        if cached is not None and not torch.compiler.is_compiling():
+            return cached
+        arrays = SMPLArrays(
+            v_template=self.v_template, shapedirs=self._shapedirs_rows, posedirs=self.posedirs,
+            blend_panels=self._blend_panels, joint_template=self._joint_template,
+            joint_shapedirs=self._joint_shapedirs, skin_joints=self._skin_joints, skin_weights=self._skin_weights,
+            parents=tuple(self._parents_list),
+        )
+        regressor = SparseRegressor(self._vertex_joint_ids, self._vertex_joint_rows, self._vertex_joint_weights,
+                                    num_rows=int(self.extra_joints_idxs.shape[0]),
+                                    num_vertices=int(self.v_template.shape[0]))
+        inputs = (arrays, regressor, self.v_template.unsqueeze(0), self._joint_template.unsqueeze(0))
+        if not torch.compiler.is_compiling():
+            self._kernel_inputs_cache = inputs
+        return inputs
+
     def _check_arrays(self, arrays: dict[str, Any]) -> None:
         required = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
         missing = [key for key in required if key not in arrays]
@@ -285,7 +344,14 @@ class SMPL(nn.Module):
         return f"gender={self.gender}, num_betas={self.num_betas}, dtype={self.dtype}{source}"
 
     # ------------------------------------------------------------------------------------------
-    def _check_input(self, name: str, value: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _has_nonfinite(value: torch.Tensor) -> bool:
+        """NaN or infinity in a CPU tensor. Not checked on a GPU, where it would synchronise the host
+        with the device. A non-finite sum is confirmed element-wise (a huge finite sum overflows)."""
+        return bool(value.device.type == "cpu" and value.numel() and not torch.compiler.is_compiling()
+                    and not math.isfinite(value.sum().item()) and not bool(torch.isfinite(value).all()))
+
+    def _check_input(self, name: str, value: torch.Tensor, finite: bool = True) -> torch.Tensor:
         if not torch.is_tensor(value):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
         if value.dtype != self.v_template.dtype:
@@ -298,18 +364,20 @@ class SMPL(nn.Module):
                 f"{name} is on {value.device} but the model is on {self.v_template.device}; move one of them "
                 "(model.to(device) or tensor.to(device))"
             )
-        if not torch.compiler.is_compiling() and value.numel() and not bool(torch.isfinite(value).all()):
+        if finite and self._has_nonfinite(value):
             raise ValueError(f"{name} contains NaN or infinite values")
         return value
 
-    def _rotations(self, name: str, value: torch.Tensor, joints: int, pose2rot: bool) -> torch.Tensor:
-        value = self._check_input(name, value)
+    def _pose_tensor(self, name: str, value: torch.Tensor, joints: int, pose2rot: bool) -> torch.Tensor:
+        """The pose as (B, joints, 3) axis-angle (pose2rot) or (B, joints, 3, 3) rotations, its shape,
+        dtype and device checked (finiteness is checked on all poses at once by the caller)."""
+        value = self._check_input(name, value, finite=False)
         batch = value.shape[0] if value.dim() else 0
         if pose2rot:
             if value.dim() == 2 and value.shape[1] == 3 * joints:
-                return rodrigues(value.reshape(batch, joints, 3))
+                return value.reshape(batch, joints, 3)
             if value.dim() == 3 and value.shape[1:] == (joints, 3):
-                return rodrigues(value)
+                return value
             raise ValueError(
                 f"{name} must be axis-angle of shape (B, {3 * joints}) or (B, {joints}, 3) with pose2rot=True, "
                 f"got {tuple(value.shape)}"
@@ -357,6 +425,8 @@ class SMPL(nn.Module):
         return_verts: bool = True,
         return_full_pose: bool = False,
         pose2rot: bool = True,
+        v_template: torch.Tensor | None = None,
+        return_shaped: bool = False,
         **kwargs: Any,
     ) -> SMPLOutput:
         """Posed mesh and joints.
@@ -369,17 +439,30 @@ class SMPL(nn.Module):
             return_verts: return the vertices (smplx compatibility; they are always computed).
             return_full_pose: also return the concatenated pose.
             pose2rot: poses are axis-angle (True) or rotation matrices (False).
+            v_template: optional (V, 3) or (B, V, 3) template replacing the model's (as smplx's
+                layer classes), e.g. a per-subject template in shape fitting; differentiable.
+            return_shaped: also return ``v_shaped``, the shaped template before posing.
 
         Any input left out takes the module's parameter (smplx semantics); an input of batch 1
-        is broadcast to the batch of the others.
+        is broadcast to the batch of the others. Inputs on the CPU are checked for NaN and
+        infinity; on a GPU that check would synchronise with the device, so it is skipped there
+        (non-finite inputs then give non-finite outputs).
+
+        Memory (compiled kernels): the outputs, about 83 KB per body in float32, plus a scratch
+        of at most a few MB whatever the batch; with autograd, one more (B, V, 3) tensor is kept
+        for the backward pass. Any batch works, e.g. all 35k frames of 3DPW in one call
+        (2.9 GB of vertices in float32), where smplx needs ~30 GB.
         """
         return self._forward(betas, transl, return_verts, return_full_pose, pose2rot,
-                             dict(body_pose=body_pose, global_orient=global_orient), kwargs)
+                             dict(global_orient=global_orient, body_pose=body_pose), v_template, return_shaped,
+                             kwargs)
 
-    def _forward(self, betas, transl, return_verts, return_full_pose, pose2rot, poses, kwargs) -> SMPLOutput:
-        unknown = set(kwargs) - _IGNORED_SMPLX_KEYWORDS
-        if unknown:
-            raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword arguments: {sorted(unknown)}")
+    def _forward(self, betas, transl, return_verts, return_full_pose, pose2rot, poses, v_template, return_shaped,
+                 kwargs) -> SMPLOutput:
+        if kwargs:
+            unknown = set(kwargs) - _IGNORED_SMPLX_KEYWORDS
+            if unknown:
+                raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword arguments: {sorted(unknown)}")
         given_poses = {name: self._defaulted(name, value) for name, value in poses.items()}
         betas = self._check_input("betas", self._defaulted("betas", betas))
         if betas.dim() != 2 or betas.shape[1] > self.num_betas:
@@ -387,34 +470,68 @@ class SMPL(nn.Module):
         if betas.shape[1] < self.num_betas:
             betas = torch.nn.functional.pad(betas, (0, self.num_betas - betas.shape[1]))
         apply_transl = transl is not None or hasattr(self, "transl")
-        if transl is None and hasattr(self, "transl"):
+        if transl is None and apply_transl:
             transl = self.transl
         if transl is not None:
             transl = self._check_input("transl", transl)
             if transl.dim() != 2 or transl.shape[1] != 3:
                 raise ValueError(f"transl must have shape (B, 3), got {tuple(transl.shape)}")
+        num_vertices = self.v_template.shape[0]
+        if v_template is not None:
+            v_template = self._check_input("v_template", v_template)
+            if v_template.shape[-2:] != (num_vertices, 3) or v_template.dim() not in (2, 3):
+                raise ValueError(f"v_template must have shape ({num_vertices}, 3) or (B, {num_vertices}, 3), "
+                                 f"got {tuple(v_template.shape)}")
+            if v_template.dim() == 2:
+                v_template = v_template.unsqueeze(0)
 
         parts = self._pose_parts(pose2rot, **given_poses)
-        rotations = {name: self._rotations(name, value, joints, pose2rot) for name, value, joints, _ in parts}
-        batched = {"betas": betas, **rotations}
+        poses_checked = [self._pose_tensor(name, value, joints, pose2rot) for name, value, joints, _ in parts]
+        batched = {"betas": betas, **{part[0]: pose for part, pose in zip(parts, poses_checked)}}
         if transl is not None:
             batched["transl"] = transl
+        if v_template is not None:
+            batched["v_template"] = v_template
         batch = self._broadcast(batched)
-        full_rotations = torch.cat([rot.expand(batch, *rot.shape[1:]) for rot in rotations.values()], dim=1)
-        betas = betas.expand(batch, -1)
+        full_pose_tensor = torch.cat([pose.expand(batch, *pose.shape[1:]) for pose in poses_checked], dim=1)
+        if self._has_nonfinite(full_pose_tensor):
+            for (name, *_), pose in zip(parts, poses_checked):
+                if self._has_nonfinite(pose):
+                    raise ValueError(f"{name} contains NaN or infinite values")
+        rotations = rodrigues(full_pose_tensor) if pose2rot else full_pose_tensor
+        if betas.shape[0] != batch:
+            betas = betas.expand(batch, -1)
+        if transl is not None and transl.shape[0] != batch:
+            transl = transl.expand(batch, 3)
 
-        vertices, joints, v_shaped = lbs(
-            betas, full_rotations, self.v_template, self.shapedirs, self.posedirs,
-            self.J_regressor, self._parents_list, self.lbs_weights,
-        )
-        if self.extra_joints_idxs.numel():
-            joints = torch.cat([joints, vertices.index_select(1, self.extra_joints_idxs)], dim=1)
-        if self.joint_mapper is not None:
-            joints = self.joint_mapper(joints)
-        if apply_transl:
-            offset = transl.expand(batch, 3).unsqueeze(1)
-            joints = joints + offset
-            vertices = vertices + offset
+        if use_compiled(betas):
+            arrays, regressor, vertex_template, joint_template = self._kernel_inputs()
+            if v_template is not None:
+                vertex_template = v_template
+                joint_template = torch.einsum("jv,bvk->bjk", self.J_regressor, v_template)
+            mapped = self.joint_mapper is not None
+            vertices, joints = _smpl_lbs_compiled(
+                betas, rotations, arrays, None if mapped else transl, vertex_template, joint_template, regressor)
+            if mapped:
+                joints = self.joint_mapper(joints)
+                if transl is not None:
+                    joints = joints + transl.unsqueeze(1)
+                    vertices = vertices + transl.unsqueeze(1)
+        else:
+            template = self.v_template if v_template is None else v_template
+            vertices, joints, _ = lbs(betas, rotations, template, self.shapedirs, self.posedirs, self.J_regressor,
+                                      self._parents_list, self.lbs_weights)
+            if self.extra_joints_idxs.numel():
+                joints = torch.cat([joints, vertices.index_select(1, self.extra_joints_idxs)], dim=1)
+            if self.joint_mapper is not None:
+                joints = self.joint_mapper(joints)
+            if transl is not None:
+                joints = joints + transl.unsqueeze(1)
+                vertices = vertices + transl.unsqueeze(1)
+        v_shaped = None
+        if return_shaped:
+            template = self.v_template if v_template is None else v_template
+            v_shaped = template + torch.einsum("bl,vkl->bvk", betas, self.shapedirs)
         full_pose = None
         if return_full_pose:
             full_pose = torch.cat([value.expand(batch, *value.shape[1:]).reshape(batch, -1) for _, value, _, _ in parts], dim=1)
@@ -530,6 +647,8 @@ class SMPLH(SMPL):
         return_verts: bool = True,
         return_full_pose: bool = False,
         pose2rot: bool = True,
+        v_template: torch.Tensor | None = None,
+        return_shaped: bool = False,
         **kwargs: Any,
     ) -> SMPLHOutput:
         """As :meth:`SMPL.forward`, with ``body_pose`` (B, 63) and hand poses: PCA coefficients
@@ -537,4 +656,5 @@ class SMPLH(SMPL):
         poses are (B, 15, 3, 3) rotation matrices and no hand mean is added."""
         poses = dict(global_orient=global_orient, body_pose=body_pose,
                      left_hand_pose=left_hand_pose, right_hand_pose=right_hand_pose)
-        return self._forward(betas, transl, return_verts, return_full_pose, pose2rot, poses, kwargs)
+        return self._forward(betas, transl, return_verts, return_full_pose, pose2rot, poses, v_template, return_shaped,
+                             kwargs)

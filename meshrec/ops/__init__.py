@@ -15,15 +15,21 @@ from meshrec.ops.metrics import (
     winding_number,
 )
 from meshrec.ops.rotation import rodrigues
+from meshrec.ops.smpl import SMPLArrays, SparseRegressor, joint_regression, prepare_smpl_arrays, smpl_lbs
 
 __all__ = [
     "NearestPoints",
     "ProcrustesResult",
+    "SMPLArrays",
+    "SparseRegressor",
     "check_closed_mesh",
+    "joint_regression",
     "nearest_points",
     "points_inside_mesh",
+    "prepare_smpl_arrays",
     "procrustes",
     "rodrigues",
     "sample_sdf",
+    "smpl_lbs",
     "winding_number",
 ]

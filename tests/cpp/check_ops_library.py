@@ -6,6 +6,7 @@ Usage: python check_ops_library.py path/to/libmeshrec_ops.so
 import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 
 import torch
@@ -46,4 +47,40 @@ for dtype, tolerance in ((torch.float64, 1e-13), (torch.float32, 1e-6)):
     distance, index = torch.ops.meshrec.nearest_points(queries, cloud)
     expected_distance, expected_index = metrics_reference.nearest_points(queries, cloud)
     torch.testing.assert_close(distance, expected_distance, atol=tolerance * 10, rtol=0)
+
+# SMPL ops on a tiny random model (5 joints, 100 vertices), against the pure-PyTorch reference.
+smpl_file = Path(__file__).resolve().parents[2] / "meshrec" / "ops" / "reference" / "smpl.py"
+spec = importlib.util.spec_from_file_location("meshrec_smpl_reference", smpl_file)
+smpl_reference = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(smpl_reference)
+generator = torch.Generator().manual_seed(0)
+parents, vertices_count, betas_count = (-1, 0, 1, 0, 3), 100, 4
+shapedirs = torch.randn(betas_count, 3 * vertices_count, generator=generator, dtype=torch.float64) * 0.1
+posedirs = torch.randn(36, 3 * vertices_count, generator=generator, dtype=torch.float64) * 0.01
+blend = torch.cat([shapedirs, posedirs])
+panels = -(-blend.shape[1] // 192)
+padded = torch.zeros(blend.shape[0], panels * 192, dtype=torch.float64)
+padded[:, : blend.shape[1]] = blend
+weights = torch.rand(vertices_count, 2, generator=generator, dtype=torch.float64)
+arrays = types.SimpleNamespace(
+    v_template=torch.randn(vertices_count, 3, generator=generator, dtype=torch.float64), shapedirs=shapedirs,
+    posedirs=posedirs, blend_panels=padded.view(blend.shape[0], panels, 192).transpose(0, 1).contiguous(),
+    joint_template=torch.randn(5, 3, generator=generator, dtype=torch.float64),
+    joint_shapedirs=torch.randn(betas_count, 15, generator=generator, dtype=torch.float64),
+    skin_joints=torch.randint(0, 5, (vertices_count, 2), generator=generator, dtype=torch.int32),
+    skin_weights=weights / weights.sum(1, keepdim=True), parents=parents)
+regressor = types.SimpleNamespace(vertex_ids=torch.tensor([2, 50], dtype=torch.int32),
+                                  rows=torch.tensor([1, 0], dtype=torch.int32),
+                                  weights=torch.tensor([1.0, 0.5], dtype=torch.float64), num_rows=2)
+betas = torch.randn(3, betas_count, dtype=torch.float64)
+axis_angle = torch.randn(3, 5, 3, dtype=torch.float64)
+rotations = torch.ops.meshrec.rodrigues(axis_angle)
+transl = torch.randn(3, 3, dtype=torch.float64)
+vertices, joints, _ = torch.ops.meshrec.smpl_lbs(
+    betas, rotations, transl, arrays.v_template[None], arrays.joint_template[None], arrays.shapedirs, arrays.posedirs,
+    arrays.blend_panels, arrays.joint_shapedirs, list(parents), arrays.skin_joints, arrays.skin_weights,
+    regressor.vertex_ids, regressor.rows, regressor.weights, 2, False)
+expected_vertices, expected_joints = smpl_reference.smpl_lbs(betas, rotations, arrays, transl, regressor=regressor)
+torch.testing.assert_close(vertices, expected_vertices, atol=1e-12, rtol=0)
+torch.testing.assert_close(joints, expected_joints, atol=1e-12, rtol=0)
 print("ops library agrees with the reference")

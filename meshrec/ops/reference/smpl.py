@@ -1,0 +1,85 @@
+"""Pure-PyTorch reference of the SMPL ops (torch only: loadable without meshrec's other modules).
+
+``arrays`` and ``regressor`` are :class:`meshrec.ops.SMPLArrays` / :class:`meshrec.ops.SparseRegressor`
+(or anything with the same attributes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["forward_kinematics", "joint_regression", "smpl_lbs"]
+
+
+def forward_kinematics(
+    rotations: torch.Tensor, rest_joints: torch.Tensor, parents: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global rigid transforms of a kinematic tree.
+
+    Args:
+        rotations: (B, J, 3, 3) local joint rotations.
+        rest_joints: (B, J, 3) joint locations of the rest pose.
+        parents: J parent indices, -1 for the root, each parent before its children.
+
+    Returns:
+        posed_joints (B, J, 3) and skinning transforms (B, J, 3, 4), the latter mapping rest
+        positions to posed ones (the rest-joint offset is folded into the translation).
+    """
+    global_rotations: list[torch.Tensor] = []
+    global_translations: list[torch.Tensor] = []
+    for joint, parent in enumerate(parents):
+        if parent < 0:
+            global_rotations.append(rotations[:, joint])
+            global_translations.append(rest_joints[:, joint])
+        else:
+            offset = (rest_joints[:, joint] - rest_joints[:, parent]).unsqueeze(-1)
+            parent_rotation = global_rotations[parent]
+            global_rotations.append(parent_rotation @ rotations[:, joint])
+            global_translations.append((parent_rotation @ offset).squeeze(-1) + global_translations[parent])
+    rotation = torch.stack(global_rotations, dim=1)
+    posed_joints = torch.stack(global_translations, dim=1)
+    translation = posed_joints - (rotation @ rest_joints.unsqueeze(-1)).squeeze(-1)
+    return posed_joints, torch.cat([rotation, translation.unsqueeze(-1)], dim=-1)
+
+
+def joint_regression(vertices: torch.Tensor, regressor: Any) -> torch.Tensor:
+    """(B, V, 3) vertices -> (B, R, 3) joints; see ``meshrec.ops.joint_regression``."""
+    rows = regressor.rows.long()
+    picked = vertices[:, regressor.vertex_ids.long()] * regressor.weights[:, None]
+    joints = vertices.new_zeros(vertices.shape[0], regressor.num_rows, 3)
+    return joints.index_add(1, rows, picked)
+
+
+def smpl_lbs(
+    betas: torch.Tensor,
+    rotations: torch.Tensor,
+    arrays: Any,
+    transl: torch.Tensor | None = None,
+    vertex_template: torch.Tensor | None = None,
+    joint_template: torch.Tensor | None = None,
+    regressor: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMPL-family forward pass; see ``meshrec.ops.smpl_lbs``."""
+    batch = betas.shape[0]
+    num_vertices = arrays.v_template.shape[0]
+    num_joints = len(arrays.parents)
+    template = arrays.v_template if vertex_template is None else vertex_template
+    rest_template = arrays.joint_template if joint_template is None else joint_template
+    v_shaped = template + (betas @ arrays.shapedirs).view(batch, num_vertices, 3)
+    rest_joints = rest_template + (betas @ arrays.joint_shapedirs).view(batch, num_joints, 3)
+    eye = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
+    pose_feature = (rotations[:, 1:] - eye).reshape(batch, 9 * (num_joints - 1))
+    v_posed = v_shaped + (pose_feature @ arrays.posedirs).view(batch, num_vertices, 3)
+    posed_joints, transforms = forward_kinematics(rotations, rest_joints.expand(batch, -1, -1), arrays.parents)
+    weights = torch.zeros(num_vertices, num_joints, dtype=betas.dtype, device=betas.device)
+    weights.scatter_add_(1, arrays.skin_joints.long(), arrays.skin_weights)
+    per_vertex = (weights @ transforms.reshape(batch, num_joints, 12)).view(batch, num_vertices, 3, 4)
+    vertices = (per_vertex[..., :3] @ v_posed.unsqueeze(-1)).squeeze(-1) + per_vertex[..., 3]
+    if transl is not None:
+        vertices = vertices + transl[:, None]
+        posed_joints = posed_joints + transl[:, None]
+    if regressor is not None and regressor.num_rows > 0:
+        posed_joints = torch.cat([posed_joints, joint_regression(vertices, regressor)], dim=1)
+    return vertices, posed_joints
