@@ -5,5 +5,23 @@ falls back to :mod:`meshrec.ops.reference` otherwise (see :mod:`meshrec.extensio
 """
 
 from meshrec.ops.rotation import rodrigues
+from meshrec.ops.sparse import (
+    devoxelize,
+    invert_kernel_map,
+    kernel_map,
+    kernel_offsets,
+    sparse_conv,
+    unique_coords,
+    voxel_pool,
+)
 
-__all__ = ["rodrigues"]
+__all__ = [
+    "devoxelize",
+    "invert_kernel_map",
+    "kernel_map",
+    "kernel_offsets",
+    "rodrigues",
+    "sparse_conv",
+    "unique_coords",
+    "voxel_pool",
+]

@@ -6,5 +6,23 @@ available. They favour clarity over speed.
 """
 
 from meshrec.ops.reference.rotation import rodrigues
+from meshrec.ops.reference.sparse import (
+    devoxelize,
+    invert_kernel_map,
+    kernel_map,
+    sparse_conv,
+    sparse_conv_weight_grad,
+    unique_coords,
+    voxel_pool,
+)
 
-__all__ = ["rodrigues"]
+__all__ = [
+    "devoxelize",
+    "invert_kernel_map",
+    "kernel_map",
+    "rodrigues",
+    "sparse_conv",
+    "sparse_conv_weight_grad",
+    "unique_coords",
+    "voxel_pool",
+]
