@@ -59,18 +59,19 @@ TORCH_LIBRARY(meshrec, m) {
   // (N_out, K) int32: the row of in_coords at out_coords[r] + offsets[k], or -1.
   m.def("sparse_kernel_map(Tensor in_coords, Tensor out_coords, Tensor offsets, int hash_capacity) -> Tensor");
   // (num_inputs, K) int32: the output row that reads input row i at offset k, or -1.
-  m.def("sparse_invert_map(Tensor neighbors, int num_inputs) -> Tensor");
+  m.def("sparse_invert_map(Tensor neighbors, SymInt num_inputs) -> Tensor");
   // out[r] = sum_k features[neighbors[r, k]] @ weight[k]; reverse_neighbors serves the backward.
   m.def("sparse_conv(Tensor features, Tensor weight, Tensor neighbors, Tensor reverse_neighbors) -> Tensor");
   m.def(
       "sparse_conv_weight_grad(Tensor features, Tensor grad_output, Tensor neighbors, Tensor reverse_neighbors) -> "
       "Tensor");
   // Per-voxel mean (or first row) of point features; points with index -1 are dropped.
-  m.def("sparse_voxel_pool(Tensor features, Tensor point_to_voxel, int num_voxels, str reduction) -> Tensor");
+  m.def("sparse_voxel_pool(Tensor features, Tensor point_to_voxel, SymInt num_voxels, str reduction) -> Tensor");
   m.def("sparse_voxel_pool_backward(Tensor grad_output, Tensor point_to_voxel, str reduction) -> Tensor");
   // out[n] = sum_j weights[n, j] * features[indices[n, j]] (entries -1 skipped).
   m.def("sparse_devoxelize(Tensor features, Tensor indices, Tensor weights) -> Tensor");
-  m.def("sparse_devoxelize_backward(Tensor grad_output, Tensor indices, Tensor weights, int num_voxels) -> Tensor");
+  m.def(
+      "sparse_devoxelize_backward(Tensor grad_output, Tensor indices, Tensor weights, SymInt num_voxels) -> Tensor");
 }
 
 }  // namespace meshrec

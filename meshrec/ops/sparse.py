@@ -126,6 +126,13 @@ def _check_same_device(*named: tuple[str, torch.Tensor]) -> None:
         raise ValueError(f"tensors must be on one device: {listing}")
 
 
+def _is_size(value) -> bool:
+    """A non-negative int, or a symbolic size under torch.compile."""
+    if isinstance(value, torch.SymInt):
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _hash_capacity(hash_capacity: int | None) -> int:
     if hash_capacity is None:
         return 0
@@ -208,7 +215,7 @@ def invert_kernel_map(neighbors: torch.Tensor, num_inputs: int) -> torch.Tensor:
     """The reverse table of a kernel map: (num_inputs, K) int32, the output row that reads input
     row i at offset k, or -1. Serves the input gradient and transposed convolutions."""
     _check_table(neighbors, "neighbors", None, None, "(N_out, K)")
-    if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 0:
+    if not _is_size(num_inputs):
         raise ValueError(f"num_inputs must be a non-negative int, got {num_inputs!r}")
     if use_compiled(neighbors):
         return torch.ops.meshrec.sparse_invert_map(neighbors, num_inputs)
@@ -271,7 +278,7 @@ def voxel_pool(
             f"point_to_voxel must be int64 of shape (N,) with N = {features.shape[0]} (the rows of features), "
             f"got {point_to_voxel.dtype} {tuple(point_to_voxel.shape)}"
         )
-    if isinstance(num_voxels, bool) or not isinstance(num_voxels, int) or num_voxels < 0:
+    if not _is_size(num_voxels):
         raise ValueError(f"num_voxels must be a non-negative int, got {num_voxels!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
