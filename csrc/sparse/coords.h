@@ -75,17 +75,17 @@ MESHREC_HOST_DEVICE inline uint64_t hash_slot(int64_t key, uint64_t mask) {
   return h & mask;
 }
 
-// Open addressing with linear probing over `capacity` (a power of two) slots; keys holds
-// kEmptyKey in free slots. Returns the value stored with `key`, or -1. Probing stops at the first
-// free slot, and after `capacity` probes in a full table.
-MESHREC_HOST_DEVICE inline int32_t table_find(const int64_t* keys, const int32_t* values, uint64_t capacity,
-                                              int64_t key) {
+// The hash table: open addressing with linear probing over `capacity` (a power of two) slots.
+// Slot s is two int64 words, entries[2 s] = key (kEmptyKey when free) and entries[2 s + 1] =
+// value, so a hit costs one cache line. Returns the value stored with `key`, or -1. Probing stops
+// at the first free slot, and after `capacity` probes in a full table.
+MESHREC_HOST_DEVICE inline int64_t table_find(const int64_t* entries, uint64_t capacity, int64_t key) {
   if (key == kEmptyKey) return -1;
   const uint64_t mask = capacity - 1;
   uint64_t slot = hash_slot(key, mask);
   for (uint64_t probe = 0; probe < capacity; ++probe) {
-    const int64_t stored = keys[slot];
-    if (stored == key) return values[slot];
+    const int64_t stored = entries[2 * slot];
+    if (stored == key) return entries[2 * slot + 1];
     if (stored == kEmptyKey) return -1;
     slot = (slot + 1) & mask;
   }

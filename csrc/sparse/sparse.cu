@@ -32,9 +32,9 @@ __global__ void pack_keys_kernel(const int32_t* __restrict__ coords, int64_t n, 
   }
 }
 
-__global__ void table_insert_kernel(const int64_t* __restrict__ keys, int64_t n, int64_t* table_keys,
-                                    int32_t* table_values, uint64_t capacity, bool allow_duplicates, int32_t* status) {
-  auto* slots = reinterpret_cast<unsigned long long*>(table_keys);
+__global__ void table_insert_kernel(const int64_t* __restrict__ keys, int64_t n, int64_t* table, uint64_t capacity,
+                                    bool allow_duplicates, int32_t* status) {
+  auto* words = reinterpret_cast<unsigned long long*>(table);
   const unsigned long long empty = static_cast<unsigned long long>(kEmptyKey);
   MESHREC_GRID_STRIDE(i, n) {
     const int64_t key = keys[i];
@@ -42,9 +42,9 @@ __global__ void table_insert_kernel(const int64_t* __restrict__ keys, int64_t n,
     uint64_t slot = sparse::hash_slot(key, mask);
     bool placed = false;
     for (uint64_t probe = 0; probe < capacity; ++probe) {
-      const unsigned long long previous = atomicCAS(slots + slot, empty, static_cast<unsigned long long>(key));
+      const unsigned long long previous = atomicCAS(words + 2 * slot, empty, static_cast<unsigned long long>(key));
       if (previous == empty) {
-        table_values[slot] = static_cast<int32_t>(i);
+        table[2 * slot + 1] = i;
         placed = true;
         break;
       }
@@ -60,23 +60,21 @@ __global__ void table_insert_kernel(const int64_t* __restrict__ keys, int64_t n,
 }
 
 // The slot holding a key known to be in the table.
-__device__ inline uint64_t find_slot(const int64_t* table_keys, uint64_t capacity, int64_t key) {
+__device__ inline uint64_t find_slot(const int64_t* table, uint64_t capacity, int64_t key) {
   const uint64_t mask = capacity - 1;
   uint64_t slot = sparse::hash_slot(key, mask);
-  for (uint64_t probe = 0; probe < capacity && table_keys[slot] != key; ++probe) slot = (slot + 1) & mask;
+  for (uint64_t probe = 0; probe < capacity && table[2 * slot] != key; ++probe) slot = (slot + 1) & mask;
   return slot;
 }
 
-__global__ void assign_ranks_kernel(const int64_t* __restrict__ sorted_keys, int64_t count,
-                                    const int64_t* __restrict__ table_keys, int32_t* table_values, uint64_t capacity) {
-  MESHREC_GRID_STRIDE(r, count) {
-    table_values[find_slot(table_keys, capacity, sorted_keys[r])] = static_cast<int32_t>(r);
-  }
+__global__ void assign_ranks_kernel(const int64_t* __restrict__ sorted_keys, int64_t count, int64_t* table,
+                                    uint64_t capacity) {
+  MESHREC_GRID_STRIDE(r, count) { table[2 * find_slot(table, capacity, sorted_keys[r]) + 1] = r; }
 }
 
-__global__ void lookup_kernel(const int64_t* __restrict__ keys, int64_t n, const int64_t* __restrict__ table_keys,
-                              const int32_t* __restrict__ table_values, uint64_t capacity, int64_t* __restrict__ out) {
-  MESHREC_GRID_STRIDE(i, n) { out[i] = sparse::table_find(table_keys, table_values, capacity, keys[i]); }
+__global__ void lookup_kernel(const int64_t* __restrict__ keys, int64_t n, const int64_t* __restrict__ table,
+                              uint64_t capacity, int64_t* __restrict__ out) {
+  MESHREC_GRID_STRIDE(i, n) { out[i] = sparse::table_find(table, capacity, keys[i]); }
 }
 
 __global__ void unpack_keys_kernel(const int64_t* __restrict__ keys, int64_t count, int32_t* __restrict__ coords) {
@@ -85,14 +83,13 @@ __global__ void unpack_keys_kernel(const int64_t* __restrict__ keys, int64_t cou
 
 __global__ void kernel_map_query_kernel(const int32_t* __restrict__ out_coords, int64_t n_out,
                                         const int32_t* __restrict__ offsets, int64_t kernel_volume,
-                                        const int64_t* __restrict__ table_keys,
-                                        const int32_t* __restrict__ table_values, uint64_t capacity,
+                                        const int64_t* __restrict__ table, uint64_t capacity,
                                         int32_t* __restrict__ map) {
   MESHREC_GRID_STRIDE(e, n_out * kernel_volume) {
     const int64_t r = e / kernel_volume, k = e % kernel_volume;
     const int32_t* o = offsets + 3 * k;
     const int64_t key = sparse::offset_key(out_coords + 4 * r, o[0], o[1], o[2]);
-    map[e] = sparse::table_find(table_keys, table_values, capacity, key);
+    map[e] = static_cast<int32_t>(sparse::table_find(table, capacity, key));
   }
 }
 
@@ -174,28 +171,26 @@ cudaError_t launch_pack_keys(const int32_t* coords, int64_t n, int64_t stride_x,
   return cudaGetLastError();
 }
 
-cudaError_t launch_table_insert(const int64_t* keys, int64_t n, int64_t* table_keys, int32_t* table_values,
-                                int64_t capacity, bool allow_duplicates, int32_t* status, cudaStream_t stream) {
+cudaError_t launch_table_insert(const int64_t* keys, int64_t n, int64_t* table, int64_t capacity,
+                                bool allow_duplicates, int32_t* status, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  table_insert_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(keys, n, table_keys, table_values,
-                                                                      static_cast<uint64_t>(capacity),
+  table_insert_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(keys, n, table, static_cast<uint64_t>(capacity),
                                                                       allow_duplicates, status);
   return cudaGetLastError();
 }
 
-cudaError_t launch_table_assign_ranks(const int64_t* sorted_keys, int64_t count, const int64_t* table_keys,
-                                      int32_t* table_values, int64_t capacity, cudaStream_t stream) {
+cudaError_t launch_table_assign_ranks(const int64_t* sorted_keys, int64_t count, int64_t* table, int64_t capacity,
+                                      cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  assign_ranks_kernel<<<blocks_for(count), kThreadsPerBlock, 0, stream>>>(sorted_keys, count, table_keys,
-                                                                          table_values, static_cast<uint64_t>(capacity));
+  assign_ranks_kernel<<<blocks_for(count), kThreadsPerBlock, 0, stream>>>(sorted_keys, count, table,
+                                                                          static_cast<uint64_t>(capacity));
   return cudaGetLastError();
 }
 
-cudaError_t launch_table_lookup(const int64_t* keys, int64_t n, const int64_t* table_keys, const int32_t* table_values,
-                                int64_t capacity, int64_t* out, cudaStream_t stream) {
+cudaError_t launch_table_lookup(const int64_t* keys, int64_t n, const int64_t* table, int64_t capacity, int64_t* out,
+                                cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  lookup_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(keys, n, table_keys, table_values,
-                                                                static_cast<uint64_t>(capacity), out);
+  lookup_kernel<<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(keys, n, table, static_cast<uint64_t>(capacity), out);
   return cudaGetLastError();
 }
 
@@ -206,12 +201,12 @@ cudaError_t launch_unpack_keys(const int64_t* keys, int64_t count, int32_t* coor
 }
 
 cudaError_t launch_kernel_map_query(const int32_t* out_coords, int64_t n_out, const int32_t* offsets,
-                                    int64_t kernel_volume, const int64_t* table_keys, const int32_t* table_values,
-                                    int64_t capacity, int32_t* map, cudaStream_t stream) {
+                                    int64_t kernel_volume, const int64_t* table, int64_t capacity, int32_t* map,
+                                    cudaStream_t stream) {
   const int64_t count = n_out * kernel_volume;
   if (count == 0) return cudaSuccess;
   kernel_map_query_kernel<<<blocks_for(count), kThreadsPerBlock, 0, stream>>>(
-      out_coords, n_out, offsets, kernel_volume, table_keys, table_values, static_cast<uint64_t>(capacity), map);
+      out_coords, n_out, offsets, kernel_volume, table, static_cast<uint64_t>(capacity), map);
   return cudaGetLastError();
 }
 

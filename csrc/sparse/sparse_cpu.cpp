@@ -27,23 +27,23 @@ using sparse::kEmptyKey;
 
 constexpr int64_t kRowsPerTask = 2048;
 
-// Open-addressing table (linear probing, power-of-two capacity) with serial insertion.
+// The hash table of coords.h (linear probing, power-of-two capacity, key and value side by side)
+// with serial insertion.
 class HostHashTable {
  public:
-  explicit HostHashTable(int64_t capacity)
-      : keys_(capacity, kEmptyKey), values_(capacity, -1), capacity_(static_cast<uint64_t>(capacity)) {}
+  explicit HostHashTable(int64_t capacity) : entries_(2 * capacity, kEmptyKey), capacity_(uint64_t(capacity)) {}
 
   // Inserts key -> value unless the key is present; returns the slot and whether it was new.
   // Fails (slot -1) when the table is full.
-  std::pair<int64_t, bool> insert(int64_t key, int32_t value) {
+  std::pair<int64_t, bool> insert(int64_t key, int64_t value) {
     const uint64_t mask = capacity_ - 1;
     uint64_t slot = sparse::hash_slot(key, mask);
     for (uint64_t probe = 0; probe < capacity_; ++probe) {
-      if (keys_[slot] == key) return {int64_t(slot), false};
-      if (keys_[slot] == kEmptyKey) {
+      if (entries_[2 * slot] == key) return {int64_t(slot), false};
+      if (entries_[2 * slot] == kEmptyKey) {
         if (size_ + 1 >= int64_t(capacity_)) return {-1, false};  // keep one free slot: lookups must stop
-        keys_[slot] = key;
-        values_[slot] = value;
+        entries_[2 * slot] = key;
+        entries_[2 * slot + 1] = value;
         ++size_;
         return {int64_t(slot), true};
       }
@@ -52,13 +52,13 @@ class HostHashTable {
     return {-1, false};
   }
 
-  int32_t find(int64_t key) const { return sparse::table_find(keys_.data(), values_.data(), capacity_, key); }
-  int32_t& value_at(int64_t slot) { return values_[slot]; }
-  int64_t capacity() const { return int64_t(capacity_); }
+  int32_t find(int64_t key) const { return int32_t(sparse::table_find(entries_.data(), capacity_, key)); }
+  // Starts loading the line a lookup of `key` will read first, so independent lookups overlap.
+  void prefetch(int64_t key) const { __builtin_prefetch(entries_.data() + 2 * sparse::hash_slot(key, capacity_ - 1)); }
+  int64_t value_at(int64_t slot) const { return entries_[2 * slot + 1]; }
 
  private:
-  std::vector<int64_t> keys_;
-  std::vector<int32_t> values_;
+  std::vector<int64_t> entries_;
   uint64_t capacity_;
   int64_t size_ = 0;
 };
@@ -120,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor> unique_coords_cpu(const at::Tensor& coords, a
                 " unique voxels of ", n, " rows; pass a larger hash_capacity (about twice the number of unique ",
                 "voxels), or 0 for automatic");
     if (inserted) unique_keys.push_back(keys[i]);
-    first_id[i] = table.value_at(slot);
+    first_id[i] = int32_t(table.value_at(slot));
   }
   // Renumber in key order, i.e. lexicographically by (batch, x, y, z).
   const int64_t u = int64_t(unique_keys.size());
@@ -194,10 +194,15 @@ at::Tensor kernel_map_cpu(const at::Tensor& in_coords, const at::Tensor& out_coo
     std::fill(map_ptr, map_ptr + n_out * k_count, -1);
     const int64_t half = k_count / 2;
     at::parallel_for(0, n_out, kRowsPerTask, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> keys(half);
       for (int64_t r = begin; r < end; ++r) {
         const int32_t* c = out_ptr + 4 * r;
         for (int64_t k = 0; k < half; ++k) {
-          const int32_t i = table.find(sparse::offset_key(c, off_ptr[3 * k], off_ptr[3 * k + 1], off_ptr[3 * k + 2]));
+          keys[k] = sparse::offset_key(c, off_ptr[3 * k], off_ptr[3 * k + 1], off_ptr[3 * k + 2]);
+          table.prefetch(keys[k]);
+        }
+        for (int64_t k = 0; k < half; ++k) {
+          const int32_t i = table.find(keys[k]);
           if (i >= 0) {
             map_ptr[r * k_count + k] = i;
             map_ptr[int64_t(i) * k_count + (k_count - 1 - k)] = int32_t(r);
@@ -208,12 +213,14 @@ at::Tensor kernel_map_cpu(const at::Tensor& in_coords, const at::Tensor& out_coo
     });
   } else {
     at::parallel_for(0, n_out, kRowsPerTask, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> keys(k_count);
       for (int64_t r = begin; r < end; ++r) {
         const int32_t* c = out_ptr + 4 * r;
         for (int64_t k = 0; k < k_count; ++k) {
-          map_ptr[r * k_count + k] =
-              table.find(sparse::offset_key(c, off_ptr[3 * k], off_ptr[3 * k + 1], off_ptr[3 * k + 2]));
+          keys[k] = sparse::offset_key(c, off_ptr[3 * k], off_ptr[3 * k + 1], off_ptr[3 * k + 2]);
+          table.prefetch(keys[k]);
         }
+        for (int64_t k = 0; k < k_count; ++k) map_ptr[r * k_count + k] = table.find(keys[k]);
       }
     });
   }

@@ -51,18 +51,15 @@ at::Tensor packed_keys(const at::Tensor& coords, at::IntArrayRef stride, bool tr
 }
 
 struct DeviceTable {
-  at::Tensor keys;    // (capacity,) int64, -1 in free slots
-  at::Tensor values;  // (capacity,) int32
-  int32_t status;     // cuda::kStatus* bits
+  at::Tensor entries;  // (capacity, 2) int64: key (-1 when free), value
+  int32_t status;      // cuda::kStatus* bits
 };
 
 DeviceTable build_table(const at::Tensor& keys, int64_t capacity, bool allow_duplicates) {
-  DeviceTable table{at::full({capacity}, sparse::kEmptyKey, keys.options()),
-                    at::full({capacity}, -1, keys.options().dtype(at::kInt)), 0};
+  DeviceTable table{at::full({capacity, 2}, sparse::kEmptyKey, keys.options()), 0};
   at::Tensor status = at::zeros({1}, keys.options().dtype(at::kInt));
   check_launch(cuda::launch_table_insert(keys.const_data_ptr<int64_t>(), keys.size(0),
-                                         table.keys.mutable_data_ptr<int64_t>(),
-                                         table.values.mutable_data_ptr<int32_t>(), capacity, allow_duplicates,
+                                         table.entries.mutable_data_ptr<int64_t>(), capacity, allow_duplicates,
                                          status.mutable_data_ptr<int32_t>(), current_stream()),
                "sparse table_insert");
   table.status = status.item<int32_t>();
@@ -79,20 +76,19 @@ std::tuple<at::Tensor, at::Tensor> unique_coords_cuda(const at::Tensor& coords, 
   const int64_t capacity = resolve_hash_capacity(hash_capacity, n);
   const at::Tensor keys = packed_keys(c, stride, truncate, "coords");
   DeviceTable table = build_table(keys, capacity, /*allow_duplicates=*/true);
-  const at::Tensor sorted = std::get<0>(at::sort(table.keys.masked_select(table.keys.ne(sparse::kEmptyKey))));
+  const at::Tensor stored = table.entries.select(1, 0);
+  const at::Tensor sorted = std::get<0>(at::sort(stored.masked_select(stored.ne(sparse::kEmptyKey))));
   const int64_t count = sorted.size(0);
   TORCH_CHECK(!(table.status & cuda::kStatusFull) && count < capacity, "meshrec: the hash table (", capacity,
               " slots) filled up with the unique voxels of ", n,
               " rows; pass a larger hash_capacity (about twice the number of unique voxels), or 0 for automatic");
   const cudaStream_t stream = current_stream();
   check_launch(cuda::launch_table_assign_ranks(sorted.const_data_ptr<int64_t>(), count,
-                                               table.keys.const_data_ptr<int64_t>(),
-                                               table.values.mutable_data_ptr<int32_t>(), capacity, stream),
+                                               table.entries.mutable_data_ptr<int64_t>(), capacity, stream),
                "sparse assign_ranks");
   at::Tensor inverse = at::empty({n}, c.options().dtype(at::kLong));
-  check_launch(cuda::launch_table_lookup(keys.const_data_ptr<int64_t>(), n, table.keys.const_data_ptr<int64_t>(),
-                                         table.values.const_data_ptr<int32_t>(), capacity,
-                                         inverse.mutable_data_ptr<int64_t>(), stream),
+  check_launch(cuda::launch_table_lookup(keys.const_data_ptr<int64_t>(), n, table.entries.const_data_ptr<int64_t>(),
+                                         capacity, inverse.mutable_data_ptr<int64_t>(), stream),
                "sparse table_lookup");
   at::Tensor unique = at::empty({count, 4}, c.options());
   check_launch(cuda::launch_unpack_keys(sorted.const_data_ptr<int64_t>(), count, unique.mutable_data_ptr<int32_t>(),
@@ -121,8 +117,7 @@ at::Tensor kernel_map_cuda(const at::Tensor& in_coords, const at::Tensor& out_co
               "sparse tensor must be unique (meshrec.ops.unique_coords merges duplicates)");
   at::Tensor map = at::empty({out.size(0), off.size(0)}, in.options());
   check_launch(cuda::launch_kernel_map_query(out.const_data_ptr<int32_t>(), out.size(0), off.const_data_ptr<int32_t>(),
-                                             off.size(0), table.keys.const_data_ptr<int64_t>(),
-                                             table.values.const_data_ptr<int32_t>(), capacity,
+                                             off.size(0), table.entries.const_data_ptr<int64_t>(), capacity,
                                              map.mutable_data_ptr<int32_t>(), current_stream()),
                "sparse kernel_map_query");
   return map;

@@ -20,27 +20,29 @@ constexpr int kStatusFull = 2;
 cudaError_t launch_pack_keys(const int32_t* coords, int64_t n, int64_t stride_x, int64_t stride_y, int64_t stride_z,
                              bool truncate, int64_t* keys, cudaStream_t stream);
 
-// Inserts keys[i] -> i into an open-addressing table (table_keys filled with -1, capacity a power
-// of two). Sets kStatusDuplicate in *status when a key repeats (unless allow_duplicates) and
-// kStatusFull when a key finds no slot.
-cudaError_t launch_table_insert(const int64_t* keys, int64_t n, int64_t* table_keys, int32_t* table_values,
-                                int64_t capacity, bool allow_duplicates, int32_t* status, cudaStream_t stream);
+// The hash table is `capacity` (a power of two) slots of two int64 words, key and value, all -1
+// when free (see coords.h).
+
+// Inserts keys[i] -> i. Sets kStatusDuplicate in *status when a key repeats (unless
+// allow_duplicates) and kStatusFull when a key finds no slot.
+cudaError_t launch_table_insert(const int64_t* keys, int64_t n, int64_t* table, int64_t capacity,
+                                bool allow_duplicates, int32_t* status, cudaStream_t stream);
 
 // table value of sorted_keys[r] = r, for r < count (all keys present).
-cudaError_t launch_table_assign_ranks(const int64_t* sorted_keys, int64_t count, const int64_t* table_keys,
-                                      int32_t* table_values, int64_t capacity, cudaStream_t stream);
+cudaError_t launch_table_assign_ranks(const int64_t* sorted_keys, int64_t count, int64_t* table, int64_t capacity,
+                                      cudaStream_t stream);
 
-// out[i] = table value of keys[i] (present keys only).
-cudaError_t launch_table_lookup(const int64_t* keys, int64_t n, const int64_t* table_keys, const int32_t* table_values,
-                                int64_t capacity, int64_t* out, cudaStream_t stream);
+// out[i] = table value of keys[i], or -1.
+cudaError_t launch_table_lookup(const int64_t* keys, int64_t n, const int64_t* table, int64_t capacity, int64_t* out,
+                                cudaStream_t stream);
 
 // coords[r] = unpacked keys[r].
 cudaError_t launch_unpack_keys(const int64_t* keys, int64_t count, int32_t* coords, cudaStream_t stream);
 
 // map[r, k] = table value of out_coords[r] + offsets[k] (same batch), or -1.
 cudaError_t launch_kernel_map_query(const int32_t* out_coords, int64_t n_out, const int32_t* offsets,
-                                    int64_t kernel_volume, const int64_t* table_keys, const int32_t* table_values,
-                                    int64_t capacity, int32_t* map, cudaStream_t stream);
+                                    int64_t kernel_volume, const int64_t* table, int64_t capacity, int32_t* map,
+                                    cudaStream_t stream);
 
 // inverse[map[r, k], k] = r for map entries >= 0 (inverse pre-filled with -1).
 cudaError_t launch_invert_map(const int32_t* map, int64_t n_out, int64_t kernel_volume, int32_t* inverse,

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["random_voxel_coords", "synthetic_scene_crop"]
+__all__ = ["random_voxel_coords", "surface_voxel_coords", "synthetic_scene_crop"]
 
 
 def random_voxel_coords(
@@ -38,6 +38,30 @@ def random_voxel_coords(
         return torch.zeros(0, 4, dtype=torch.int32)
     coords = torch.cat(rows)[:count]
     return coords[torch.randperm(coords.shape[0], generator=generator)].to(torch.int32)
+
+
+def surface_voxel_coords(count: int = 100_000, *, seed: int = 0) -> torch.Tensor:
+    """(N, 4) int32 voxels (batch 0) of a room surface, about ``count`` of them: a floor, two
+    walls and a box, centred on the origin (all axes take both signs), with 5% of the voxels
+    dropped at random as scan holes. Like a scanned scene at a fine voxel size, a voxel has
+    about 9 occupied neighbours in its 3x3x3 neighbourhood, which is what sets the cost of a
+    sparse convolution. Rows in random order."""
+    side = max(4, round(math.sqrt(count / 0.95 / 3.6)))
+    low, high = -(side // 2), side - side // 2
+    axis = torch.arange(low, high)
+    u, v = torch.meshgrid(axis, axis, indexing="ij")
+    u, v = u.reshape(-1), v.reshape(-1)
+    floor = torch.stack([u, torch.full_like(u, high - 1), v], 1)
+    back = torch.stack([u, v, torch.full_like(u, high - 1)], 1)
+    side_wall = torch.stack([torch.full_like(u, low), u, v], 1)
+    box_low, box_high = low + side // 4, low + side // 4 + side // 3
+    cube = torch.stack(torch.meshgrid(*[torch.arange(box_low, box_high)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    on_surface = ((cube == box_low) | (cube == box_high - 1)).any(dim=1)
+    xyz = torch.unique(torch.cat([floor, back, side_wall, cube[on_surface]]), dim=0)
+    generator = torch.Generator().manual_seed(seed)
+    kept = torch.randperm(xyz.shape[0], generator=generator)[: min(count, xyz.shape[0])]
+    coords = torch.cat([torch.zeros(kept.shape[0], 1, dtype=torch.long), xyz[kept]], dim=1)
+    return coords.to(torch.int32)
 
 
 def _box_surface(center, size, count, generator):

@@ -53,18 +53,17 @@ int main() {
 
   // A table filled by linear probing answers lookups, misses included.
   const uint64_t capacity = 64;
-  std::vector<int64_t> keys(capacity, kEmptyKey);
-  std::vector<int32_t> values(capacity, -1);
+  std::vector<int64_t> table(2 * capacity, kEmptyKey);
   for (int32_t i = 0; i < 40; ++i) {
     const int64_t key = pack_key(0, i, -i, 2 * i);
     uint64_t slot = hash_slot(key, capacity - 1);
-    while (keys[slot] != kEmptyKey) slot = (slot + 1) & (capacity - 1);
-    keys[slot] = key;
-    values[slot] = i;
+    while (table[2 * slot] != kEmptyKey) slot = (slot + 1) & (capacity - 1);
+    table[2 * slot] = key;
+    table[2 * slot + 1] = i;
   }
-  for (int32_t i = 0; i < 40; ++i) EXPECT_TRUE(table_find(keys.data(), values.data(), capacity, pack_key(0, i, -i, 2 * i)) == i);
-  EXPECT_TRUE(table_find(keys.data(), values.data(), capacity, pack_key(1, 0, 0, 0)) == -1);
-  EXPECT_TRUE(table_find(keys.data(), values.data(), capacity, kEmptyKey) == -1);
+  for (int32_t i = 0; i < 40; ++i) EXPECT_TRUE(table_find(table.data(), capacity, pack_key(0, i, -i, 2 * i)) == i);
+  EXPECT_TRUE(table_find(table.data(), capacity, pack_key(1, 0, 0, 0)) == -1);
+  EXPECT_TRUE(table_find(table.data(), capacity, kEmptyKey) == -1);
   EXPECT_TRUE(next_power_of_two(1) == 1 && next_power_of_two(65) == 128 && next_power_of_two(64) == 64);
   return TEST_RESULT();
 }

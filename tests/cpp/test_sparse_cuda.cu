@@ -58,11 +58,9 @@ void test_tables_and_maps() {
     const int32_t* c = &coords[4 * i];
     EXPECT_TRUE(keys[i] == meshrec::sparse::pack_key(c[0], c[1], c[2], c[3]));
   }
-  int64_t* d_table_keys = upload(std::vector<int64_t>(capacity, kEmptyKey));
-  int32_t* d_table_values = upload(std::vector<int32_t>(capacity, -1));
+  int64_t* d_table = upload(std::vector<int64_t>(2 * capacity, kEmptyKey));
   int32_t* d_status = upload(std::vector<int32_t>(1, 0));
-  EXPECT_TRUE(mc::launch_table_insert(d_keys, n, d_table_keys, d_table_values, capacity, false, d_status, nullptr) ==
-              cudaSuccess);
+  EXPECT_TRUE(mc::launch_table_insert(d_keys, n, d_table, capacity, false, d_status, nullptr) == cudaSuccess);
   EXPECT_TRUE(download(d_status, 1)[0] == 0);
 
   // 3x3x3 submanifold map against a host dictionary.
@@ -72,8 +70,8 @@ void test_tables_and_maps() {
       for (int dx = -1; dx <= 1; ++dx) offsets.insert(offsets.end(), {dx, dy, dz});
   int32_t* d_offsets = upload(offsets);
   int32_t* d_map = upload(std::vector<int32_t>(n * 27));
-  EXPECT_TRUE(mc::launch_kernel_map_query(d_coords, n, d_offsets, 27, d_table_keys, d_table_values, capacity, d_map,
-                                          nullptr) == cudaSuccess);
+  EXPECT_TRUE(mc::launch_kernel_map_query(d_coords, n, d_offsets, 27, d_table, capacity, d_map, nullptr) ==
+              cudaSuccess);
   const std::vector<int32_t> map = download(d_map, n * 27);
   std::map<Coord, int32_t> rows;
   for (int64_t i = 0; i < n; ++i) rows[{coords[4 * i], coords[4 * i + 1], coords[4 * i + 2], coords[4 * i + 3]}] = int32_t(i);
@@ -95,23 +93,20 @@ void test_tables_and_maps() {
 
   // Duplicates are flagged; a table too small reports full.
   int32_t* d_status2 = upload(std::vector<int32_t>(1, 0));
-  EXPECT_TRUE(mc::launch_table_insert(d_keys, n, d_table_keys, d_table_values, capacity, false, d_status2, nullptr) ==
-              cudaSuccess);
+  EXPECT_TRUE(mc::launch_table_insert(d_keys, n, d_table, capacity, false, d_status2, nullptr) == cudaSuccess);
   EXPECT_TRUE(download(d_status2, 1)[0] & mc::kStatusDuplicate);
-  int64_t* d_small_keys = upload(std::vector<int64_t>(1024, kEmptyKey));
-  int32_t* d_small_values = upload(std::vector<int32_t>(1024, -1));
+  int64_t* d_small = upload(std::vector<int64_t>(2 * 1024, kEmptyKey));
   int32_t* d_status3 = upload(std::vector<int32_t>(1, 0));
-  EXPECT_TRUE(mc::launch_table_insert(d_keys, n, d_small_keys, d_small_values, 1024, true, d_status3, nullptr) ==
-              cudaSuccess);
+  EXPECT_TRUE(mc::launch_table_insert(d_keys, n, d_small, 1024, true, d_status3, nullptr) == cudaSuccess);
   EXPECT_TRUE(download(d_status3, 1)[0] & mc::kStatusFull);
 
   // Ranks, lookups and unpacking (the steps of unique_coords).
   std::vector<int64_t> sorted = keys;
   std::sort(sorted.begin(), sorted.end());
   int64_t* d_sorted = upload(sorted);
-  EXPECT_TRUE(mc::launch_table_assign_ranks(d_sorted, n, d_table_keys, d_table_values, capacity, nullptr) == cudaSuccess);
+  EXPECT_TRUE(mc::launch_table_assign_ranks(d_sorted, n, d_table, capacity, nullptr) == cudaSuccess);
   int64_t* d_ranks = upload(std::vector<int64_t>(n));
-  EXPECT_TRUE(mc::launch_table_lookup(d_keys, n, d_table_keys, d_table_values, capacity, d_ranks, nullptr) == cudaSuccess);
+  EXPECT_TRUE(mc::launch_table_lookup(d_keys, n, d_table, capacity, d_ranks, nullptr) == cudaSuccess);
   const std::vector<int64_t> ranks = download(d_ranks, n);
   for (int64_t i = 0; i < n; ++i) EXPECT_TRUE(sorted[ranks[i]] == keys[i]);
   int32_t* d_unpacked = upload(std::vector<int32_t>(4 * n));
@@ -127,9 +122,9 @@ void test_tables_and_maps() {
     const int32_t* c = &coords[4 * i];
     EXPECT_TRUE(trunc_keys[i] == meshrec::sparse::pack_key(c[0], c[1] / 2 * 2, c[2] / 2 * 2, c[3] / 2 * 2));
   }
-  for (void* p : {(void*)d_coords, (void*)d_keys, (void*)d_table_keys, (void*)d_table_values, (void*)d_status,
-                  (void*)d_offsets, (void*)d_map, (void*)d_inverse, (void*)d_status2, (void*)d_small_keys,
-                  (void*)d_small_values, (void*)d_status3, (void*)d_sorted, (void*)d_ranks, (void*)d_unpacked})
+  for (void* p : {(void*)d_coords, (void*)d_keys, (void*)d_table, (void*)d_status, (void*)d_offsets, (void*)d_map,
+                  (void*)d_inverse, (void*)d_status2, (void*)d_small, (void*)d_status3, (void*)d_sorted,
+                  (void*)d_ranks, (void*)d_unpacked})
     cudaFree(p);
 }
 
@@ -231,6 +226,6 @@ int main() {
   test_row_kernels<double>(1e-12);
   test_row_kernels<float>(1e-4);
   // Empty launches do nothing and succeed.
-  EXPECT_TRUE(mc::launch_kernel_map_query(nullptr, 0, nullptr, 27, nullptr, nullptr, 64, nullptr, nullptr) == cudaSuccess);
+  EXPECT_TRUE(mc::launch_kernel_map_query(nullptr, 0, nullptr, 27, nullptr, 64, nullptr, nullptr) == cudaSuccess);
   return TEST_RESULT();
 }
