@@ -40,8 +40,8 @@ namespace meshrec {
 namespace conv_cpu {
 
 template <typename T>
-using GemmRowsFn = void (*)(int m, const T* const* a, int64_t cin, const T* packed, int npanel, T* tile,
-                            const int32_t* crow, int64_t ldc);
+using GemmRowsFn = void (*)(int m, const T* const* a, int64_t cin, const T* b, int64_t ldb, int64_t panel_step,
+                            int npanel, T* tile, const int32_t* crow, int64_t ldc);
 template <typename T>
 using OuterRowsFn = void (*)(int m, const T* const* a, int64_t cin, const T* g, int npanel, T* gw);
 
@@ -256,18 +256,26 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, bool
   const int nr = nv * set.lanes;
   const int npanel = int((cout + nr - 1) / nr);
   const int64_t ldc = int64_t(npanel) * nr;
-  const std::vector<T> packed = pack_weight(weight, k_count, cin, cout, transpose, nr, npanel);
+  // When the panels tile cout exactly, the kernels read the weight and write the output in
+  // place; otherwise they work on zero-padded copies (a packed weight, a tile accumulator).
+  const bool in_place = !transpose && ldc == cout;
+  std::vector<T> packed;
+  if (!in_place) packed = pack_weight(weight, k_count, cin, cout, transpose, nr, npanel);
+  const T* b = in_place ? weight : packed.data();
+  const int64_t ldb = in_place ? cout : nr, panel_step = in_place ? nr : cin * nr, offset_step = cin * ldc;
+  const bool direct_output = ldc == cout;
   const GemmRowsFn<T> gemm = set.gemm[nv];
   // About 128 KiB of accumulator per tile: it stays in L2 while all offsets add into it.
   const int64_t tile_rows = std::clamp<int64_t>((int64_t(128) << 10) / (ldc * int64_t(sizeof(T))), 16, 1024);
   const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
   at::parallel_for(0, tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<T> acc(size_t(tile_rows) * ldc);
+    std::vector<T> buffer(direct_output ? 0 : size_t(tile_rows) * ldc);
     std::vector<const T*> a(tile_rows);
     std::vector<int32_t> crow(tile_rows);
     for (int64_t t = tile_begin; t < tile_end; ++t) {
       const int64_t r0 = t * tile_rows, r1 = std::min(rows, r0 + tile_rows);
-      std::fill(acc.begin(), acc.begin() + (r1 - r0) * ldc, T(0));
+      T* acc = direct_output ? out + r0 * cout : buffer.data();
+      std::fill(acc, acc + (r1 - r0) * ldc, T(0));
       for (int64_t k = 0; k < k_count; ++k) {
         int m = 0;
         for (int64_t r = r0; r < r1; ++r) {
@@ -277,9 +285,11 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, bool
           a[m] = src + int64_t(i) * cin;
           crow[m++] = int32_t(r - r0);
         }
-        if (m > 0) gemm(m, a.data(), cin, packed.data() + k * npanel * cin * nr, npanel, acc.data(), crow.data(), ldc);
+        if (m > 0) gemm(m, a.data(), cin, b + k * offset_step, ldb, panel_step, npanel, acc, crow.data(), ldc);
       }
-      for (int64_t r = r0; r < r1; ++r) std::memcpy(out + r * cout, acc.data() + (r - r0) * ldc, sizeof(T) * cout);
+      if (!direct_output) {
+        for (int64_t r = r0; r < r1; ++r) std::memcpy(out + r * cout, acc + (r - r0) * ldc, sizeof(T) * cout);
+      }
     }
   });
 }

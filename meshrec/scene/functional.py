@@ -78,8 +78,7 @@ def sparse_conv3d(
         out_coords, out_stride = input.coords, input.stride
     elif not transposed:
         out_stride = tuple(a * b for a, b in zip(input.stride, stride))
-        # Rounding only shapes strided maps; stride-1 layers share one map whatever they say.
-        key = (input.stride, kernel_size, stride, dilation, rounding if stride != (1, 1, 1) else None)
+        key = _map_key(input.stride, kernel_size, stride, dilation, rounding)
         kmap = cache.kernel_maps.get(key)
         if kmap is None:
             if stride == (1, 1, 1):
@@ -97,7 +96,7 @@ def sparse_conv3d(
         if any(a % b for a, b in zip(input.stride, stride)):
             raise ValueError(f"a transposed convolution with stride {stride} cannot undo tensor stride {input.stride}")
         out_stride = tuple(a // b for a, b in zip(input.stride, stride))
-        kmap = cache.kernel_maps.get((out_stride, kernel_size, stride, dilation, rounding))
+        kmap = cache.kernel_maps.get(_map_key(out_stride, kernel_size, stride, dilation, rounding))
         if kmap is None:
             raise ValueError(
                 f"a transposed convolution (kernel {kernel_size}, stride {stride}) at tensor stride {input.stride} "
@@ -114,6 +113,11 @@ def sparse_conv3d(
     if bias is not None:
         feats = feats + bias
     return SparseTensor(feats, out_coords, out_stride, cache=cache)
+
+
+def _map_key(in_stride, kernel_size, stride, dilation, rounding: str) -> tuple:
+    # Rounding only shapes strided maps; stride-1 layers share one map whatever they say.
+    return (in_stride, kernel_size, stride, dilation, rounding if stride != (1, 1, 1) else None)
 
 
 def _coarse_coords(input: SparseTensor, out_stride, rounding: str, hash_capacity: int | None) -> torch.Tensor:
