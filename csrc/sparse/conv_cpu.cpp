@@ -294,7 +294,7 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, bool
   });
 }
 
-constexpr int kPairsPerChunk = 256;
+constexpr int kPairsPerChunk = 64;
 constexpr int64_t kRowsPerRange = 16384;
 constexpr int64_t kPartialBytes = int64_t(64) << 20;
 
