@@ -223,6 +223,34 @@ def test_encoder_decoder_modules_equal_dense_conv3d(device):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_voxelize_then_conv_equals_dense_pooling_and_conv3d(device):
+    """Points with many duplicates per voxel, negative positions, two batch elements: voxelise
+    (mean) + submanifold conv against a dense grid averaged with index_add and conv3d, forward
+    and the gradient with respect to the point features."""
+    generator = torch.Generator().manual_seed(9)
+    low, side = -4, 8
+    points = (torch.rand(900, 3, generator=generator, dtype=torch.float64) * side + low).to(device)
+    points = torch.cat([points, torch.floor(points[:300]) + 0.5])  # more points in the same voxels
+    batch = torch.randint(0, 2, (points.shape[0],), generator=generator).to(device)
+    features = torch.randn(points.shape[0], 3, generator=generator, dtype=torch.float64).to(device).requires_grad_()
+    conv = SparseConv3d(3, 4, 3).double().to(device)
+    y = conv(voxelize(points, features, batch=batch).tensor)
+
+    cell = (torch.floor(points) - low).long()
+    flat = ((batch * side + cell[:, 0]) * side + cell[:, 1]) * side + cell[:, 2]
+    total = features.new_zeros(2 * side**3, 3).index_add(0, flat, features)
+    count = torch.bincount(flat, minlength=2 * side**3).to(features.dtype)
+    grid = (total / count.clamp(min=1)[:, None]).reshape(2, side, side, side, 3).permute(0, 4, 1, 2, 3)
+    dense = F.conv3d(grid, dense_kernel(conv), padding=1)
+    expected = at_voxels(dense, y, low)
+    torch.testing.assert_close(y.feats, expected)
+    upstream = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad(y.feats, features, upstream)
+    (dense_grad,) = torch.autograd.grad(expected, features, upstream)
+    torch.testing.assert_close(grad, dense_grad)
+
+
 def test_modules_compose_with_sequential():
     net = nn.Sequential(
         SparseConv3d(4, 8), SparseBatchNorm(8), SparseReLU(inplace=True),
