@@ -264,6 +264,20 @@ def test_modules_compose_with_sequential():
     assert all(p.grad is not None for p in net.parameters())
 
 
+def test_modules_run_under_torch_compile():
+    """Maps are built in Python dicts on the tensor; torch.compile traces around them (the ops
+    have fake kernels with unbacked sizes) and gives the eager result."""
+    net = nn.Sequential(
+        SparseConv3d(4, 8), SparseBatchNorm(8), SparseReLU(),
+        SparseConv3d(8, 8, 2, stride=2), SparseConv3d(8, 4, 2, stride=2, transposed=True),
+    ).eval()
+    coords = random_voxel_coords(300, seed=6)
+    feats = torch.randn(len(coords), 4)
+    compiled = torch.compile(lambda f, c: net(SparseTensor(f, c)).feats, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(feats, coords), net(SparseTensor(feats, coords)).feats)
+
+
 def test_transposed_conv_without_its_downsampling_map_raises():
     x = random_tensor(100, 4, seed=6)
     coarse = SparseTensor(torch.randn(5, 4), random_voxel_coords(5, seed=1) * 2, 2)
