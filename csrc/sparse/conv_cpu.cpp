@@ -43,16 +43,24 @@ template <typename T>
 using GemmRowsFn = void (*)(int m, const T* const* a, int64_t cin, const T* b, int64_t ldb, int64_t panel_step,
                             int npanel, T* tile, const int32_t* crow, int64_t ldc);
 template <typename T>
-using OuterRowsFn = void (*)(int m, const T* const* a, int64_t cin, const T* g, int npanel, T* gw);
+using OuterRowsFn = void (*)(int m, const T* const* a, int64_t cin, const T* const* g, int npanel, T* gw);
+
+// A weight-gradient kernel and the input channels (rows of the gradient) it blocks by.
+template <typename T>
+struct OuterKernel {
+  int rows;
+  OuterRowsFn<T> run;
+};
 
 // The compiled kernels of one instruction set for one scalar type. Panels are nv * lanes
-// columns wide; gemm[nv] / outer[nv] exist for nv in {1, 2, 4}.
+// columns wide; gemm[nv] and outer[nv] exist for nv in {1, 2, 4}, the latter in three row
+// blockings (the widest first).
 template <typename T>
 struct KernelSet {
   const char* isa;
   int lanes;
   GemmRowsFn<T> gemm[5];
-  OuterRowsFn<T> outer[5];
+  OuterKernel<T> outer[5][3];
 };
 
 // ---- portable kernels ------------------------------------------------------------------------
@@ -88,7 +96,11 @@ KernelSet<T> kernels() {
   return {"generic",
           VecOps<T>::kLanes,
           {nullptr, gemm_rows<T, 4, 1>, gemm_rows<T, 4, 2>, nullptr, gemm_rows<T, 2, 4>},
-          {nullptr, outer_rows<T, 4, 1>, outer_rows<T, 4, 2>, nullptr, outer_rows<T, 2, 4>}};
+          {{},
+           {{4, outer_rows<T, 4, 1>}, {2, outer_rows<T, 2, 1>}, {1, outer_rows<T, 1, 1>}},
+           {{4, outer_rows<T, 4, 2>}, {2, outer_rows<T, 2, 2>}, {1, outer_rows<T, 1, 2>}},
+           {},
+           {{2, outer_rows<T, 2, 4>}, {1, outer_rows<T, 1, 4>}, {1, outer_rows<T, 1, 4>}}}};
 }
 }  // namespace generic
 
@@ -127,7 +139,11 @@ KernelSet<T> kernels() {
   return {"avx2",
           VecOps<T>::kLanes,
           {nullptr, gemm_rows<T, 12, 1>, gemm_rows<T, 6, 2>, nullptr, gemm_rows<T, 2, 4>},
-          {nullptr, outer_rows<T, 12, 1>, outer_rows<T, 6, 2>, nullptr, outer_rows<T, 2, 4>}};
+          {{},
+           {{12, outer_rows<T, 12, 1>}, {8, outer_rows<T, 8, 1>}, {4, outer_rows<T, 4, 1>}},
+           {{6, outer_rows<T, 6, 2>}, {4, outer_rows<T, 4, 2>}, {2, outer_rows<T, 2, 2>}},
+           {},
+           {{2, outer_rows<T, 2, 4>}, {1, outer_rows<T, 1, 4>}, {1, outer_rows<T, 1, 4>}}}};
 }
 }  // namespace avx2
 #if defined(__clang__)
@@ -170,7 +186,11 @@ KernelSet<T> kernels() {
   return {"avx512",
           VecOps<T>::kLanes,
           {nullptr, gemm_rows<T, 24, 1>, gemm_rows<T, 12, 2>, nullptr, gemm_rows<T, 6, 4>},
-          {nullptr, outer_rows<T, 24, 1>, outer_rows<T, 12, 2>, nullptr, outer_rows<T, 6, 4>}};
+          {{},
+           {{24, outer_rows<T, 24, 1>}, {16, outer_rows<T, 16, 1>}, {8, outer_rows<T, 8, 1>}},
+           {{12, outer_rows<T, 12, 2>}, {8, outer_rows<T, 8, 2>}, {4, outer_rows<T, 4, 2>}},
+           {},
+           {{6, outer_rows<T, 6, 4>}, {4, outer_rows<T, 4, 4>}, {2, outer_rows<T, 2, 4>}}}};
 }
 }  // namespace avx512
 #if defined(__clang__)
@@ -298,6 +318,19 @@ constexpr int kPairsPerChunk = 64;
 constexpr int64_t kRowsPerRange = 16384;
 constexpr int64_t kPartialBytes = int64_t(64) << 20;
 
+// The blocking of the input channels that wastes least: fewest blocks of (MR + 4), counting
+// the rows a partial block computes in vain and a fixed cost per block.
+template <typename T>
+OuterKernel<T> pick_outer(const OuterKernel<T> (&options)[3], int64_t cin) {
+  OuterKernel<T> best = options[0];
+  int64_t best_cost = -1;
+  for (const OuterKernel<T>& option : options) {
+    const int64_t cost = (cin + option.rows - 1) / option.rows * (option.rows + 4);
+    if (best_cost < 0 || cost < best_cost) best = option, best_cost = cost;
+  }
+  return best;
+}
+
 // grad_weight[k] (cin x cout) = sum_r features[table[r, k]]^T grad[r].
 template <typename T>
 void weight_grad(const T* features, int64_t n_in, int64_t cin, const T* grad, int64_t cout, const int32_t* table,
@@ -309,7 +342,9 @@ void weight_grad(const T* features, int64_t n_in, int64_t cin, const T* grad, in
   const int nr = nv * set.lanes;
   const int npanel = int((cout + nr - 1) / nr);
   const int64_t ld = int64_t(npanel) * nr;
-  const OuterRowsFn<T> outer = set.outer[nv];
+  const OuterRowsFn<T> outer = pick_outer(set.outer[nv], cin).run;
+  // Gradient rows are read in place when the panels tile cout, else from a padded copy.
+  const bool in_place = ld == cout;
   // Rows are split into ranges; a task is (range, offset) with its own partial sum. The split
   // depends only on the problem size (never on the thread count), so the reduction order, and
   // with it the result, is fixed.
@@ -319,8 +354,8 @@ void weight_grad(const T* features, int64_t n_in, int64_t cin, const T* grad, in
   const int64_t rows_per_range = (rows + ranges - 1) / ranges;
   std::vector<T> partial(size_t(ranges * k_count * partial_elems), T(0));
   at::parallel_for(0, ranges * k_count, 1, [&](int64_t task_begin, int64_t task_end) {
-    std::vector<const T*> a(kPairsPerChunk);
-    std::vector<T> g(size_t(kPairsPerChunk) * ld, T(0));
+    std::vector<const T*> a(kPairsPerChunk), g(kPairsPerChunk);
+    std::vector<T> padded(in_place ? 0 : size_t(kPairsPerChunk) * ld, T(0));
     for (int64_t task = task_begin; task < task_end; ++task) {
       const int64_t range = task / k_count, k = task % k_count;
       const int64_t r_begin = range * rows_per_range, r_end = std::min(rows, r_begin + rows_per_range);
@@ -331,7 +366,15 @@ void weight_grad(const T* features, int64_t n_in, int64_t cin, const T* grad, in
         if (i >= 0) {
           TORCH_CHECK(i < n_in, "meshrec: neighbors holds row ", i, " but features has ", n_in, " rows");
           a[m] = features + int64_t(i) * cin;
-          std::memcpy(g.data() + m * ld, grad + r * cout, sizeof(T) * cout);
+          // Gathered rows defeat the hardware prefetcher; the chunk is multiplied only once full,
+          // so loads started now have landed by then.
+          for (int64_t line = 0; line < cin; line += 64 / int64_t(sizeof(T))) __builtin_prefetch(a[m] + line);
+          if (in_place) {
+            g[m] = grad + r * cout;
+          } else {
+            std::memcpy(padded.data() + m * ld, grad + r * cout, sizeof(T) * cout);
+            g[m] = padded.data() + m * ld;
+          }
           ++m;
         }
         if (m == kPairsPerChunk || (r + 1 == r_end && m > 0)) {
