@@ -53,8 +53,8 @@ struct OuterKernel {
 };
 
 // The compiled kernels of one instruction set for one scalar type. Panels are nv * lanes
-// columns wide; gemm[nv] and outer[nv] exist for nv in {1, 2, 4}, the latter in three row
-// blockings (the widest first).
+// columns wide; gemm[nv] and outer[nv] exist for nv = 1, 2 and, where registers allow, 4 (null
+// otherwise); outer[nv] in three row blockings, the widest first.
 template <typename T>
 struct KernelSet {
   const char* isa;
@@ -95,12 +95,12 @@ template <typename T>
 KernelSet<T> kernels() {
   return {"generic",
           VecOps<T>::kLanes,
-          {nullptr, gemm_rows<T, 4, 1>, gemm_rows<T, 4, 2>, nullptr, gemm_rows<T, 2, 4>},
+          {nullptr, gemm_rows<T, 4, 1>, gemm_rows<T, 4, 2>, nullptr, nullptr},
           {{},
            {{4, outer_rows<T, 4, 1>}, {2, outer_rows<T, 2, 1>}, {1, outer_rows<T, 1, 1>}},
            {{4, outer_rows<T, 4, 2>}, {2, outer_rows<T, 2, 2>}, {1, outer_rows<T, 1, 2>}},
            {},
-           {{2, outer_rows<T, 2, 4>}, {1, outer_rows<T, 1, 4>}, {1, outer_rows<T, 1, 4>}}}};
+           {}}};
 }
 }  // namespace generic
 
@@ -136,14 +136,15 @@ struct VecOps<double> {
 #include "conv_cpu_microkernels.inc"
 template <typename T>
 KernelSet<T> kernels() {
+  // No four-vector panels: with 16 registers only two rows of them fit, too few to hide latency.
   return {"avx2",
           VecOps<T>::kLanes,
-          {nullptr, gemm_rows<T, 12, 1>, gemm_rows<T, 6, 2>, nullptr, gemm_rows<T, 2, 4>},
+          {nullptr, gemm_rows<T, 12, 1>, gemm_rows<T, 6, 2>, nullptr, nullptr},
           {{},
            {{12, outer_rows<T, 12, 1>}, {8, outer_rows<T, 8, 1>}, {4, outer_rows<T, 4, 1>}},
            {{6, outer_rows<T, 6, 2>}, {4, outer_rows<T, 4, 2>}, {2, outer_rows<T, 2, 2>}},
            {},
-           {{2, outer_rows<T, 2, 4>}, {1, outer_rows<T, 1, 4>}, {1, outer_rows<T, 1, 4>}}}};
+           {}}};
 }
 }  // namespace avx2
 #if defined(__clang__)
@@ -235,12 +236,14 @@ KernelSet<T> kernel_set() {
   return generic::kernels<T>();
 }
 
-// Panel width in vectors: the widest of 4, 2, 1 whose padding of `cols` wastes less than one
-// vector (96 channels on AVX-512 floats: two-vector panels, 96 wide, rather than 128).
-int panel_vectors(int64_t cols, int lanes) {
+// Panel width in vectors: the widest the instruction set offers (of 4, 2, 1) whose padding of
+// `cols` wastes less than one vector (96 channels on AVX-512 floats: two-vector panels, 96
+// wide, rather than 128).
+template <typename T>
+int panel_vectors(int64_t cols, const KernelSet<T>& set) {
   for (int nv : {4, 2}) {
-    const int64_t width = int64_t(nv) * lanes;
-    if ((cols + width - 1) / width * width - cols < lanes) return nv;
+    const int64_t width = int64_t(nv) * set.lanes;
+    if (set.gemm[nv] != nullptr && (cols + width - 1) / width * width - cols < set.lanes) return nv;
   }
   return 1;
 }
@@ -272,7 +275,7 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, bool
                  int64_t rows, int64_t k_count, int64_t cout, T* out) {
   if (rows == 0 || cout == 0) return;
   const KernelSet<T> set = kernel_set<T>();
-  const int nv = panel_vectors(cout, set.lanes);
+  const int nv = panel_vectors(cout, set);
   const int nr = nv * set.lanes;
   const int npanel = int((cout + nr - 1) / nr);
   const int64_t ldc = int64_t(npanel) * nr;
@@ -338,7 +341,7 @@ void weight_grad(const T* features, int64_t n_in, int64_t cin, const T* grad, in
   std::fill(grad_weight, grad_weight + k_count * cin * cout, T(0));
   if (rows == 0 || cin == 0 || cout == 0 || k_count == 0) return;
   const KernelSet<T> set = kernel_set<T>();
-  const int nv = panel_vectors(cout, set.lanes);
+  const int nv = panel_vectors(cout, set);
   const int nr = nv * set.lanes;
   const int npanel = int((cout + nr - 1) / nr);
   const int64_t ld = int64_t(npanel) * nr;
