@@ -1,9 +1,10 @@
 // CPU sparse convolution: output-stationary gather-GEMM-scatter with register-blocked kernels.
 //
 // A convolution is a table `neighbors` (N_out, K): for output row r and kernel offset k, the
-// input row feeding it (or -1). Then out[r] = sum_k in[neighbors[r, k]] @ W[k]. The same kernel
-// computes the input gradient, grad_in[i] = sum_k grad_out[reverse[i, k]] @ W[k]^T, with the
-// inverted table, so forward and backward share one code path.
+// input row feeding it (or -1). Then out[r] = sum_k in[neighbors[r, k]] @ W[k]. The same op
+// computes the input gradient, grad_in[i] = sum_k grad_out[reverse[i, k]] @ W[k]^T, called with
+// the inverted table and the transposed weight (meshrec/ops/_registrations/sparse.py), so
+// forward and backward share one code path.
 //
 // Output rows are processed in tiles. For a tile and an offset, the rows that have a neighbour
 // are listed as pointers into the input (the gather is never copied) and multiplied by the
@@ -248,11 +249,9 @@ int panel_vectors(int64_t cols, const KernelSet<T>& set) {
   return 1;
 }
 
-// The dense factor of every offset, B_k (cin x cout), as npanel zero-padded panels of
-// cin x NR; B_k = W[k] (shape (cin, cout)) or, with transpose, W[k]^T (W[k] of shape (cout, cin)).
+// The weight of every offset, W[k] (cin x cout), as npanel zero-padded panels of cin x NR.
 template <typename T>
-std::vector<T> pack_weight(const T* weight, int64_t k_count, int64_t cin, int64_t cout, bool transpose, int nr,
-                           int npanel) {
+std::vector<T> pack_weight(const T* weight, int64_t k_count, int64_t cin, int64_t cout, int nr, int npanel) {
   std::vector<T> packed(size_t(k_count) * npanel * cin * nr, T(0));
   for (int64_t k = 0; k < k_count; ++k) {
     const T* w = weight + k * cin * cout;
@@ -261,7 +260,7 @@ std::vector<T> pack_weight(const T* weight, int64_t k_count, int64_t cin, int64_
       for (int64_t p = 0; p < cin; ++p) {
         for (int q = 0; q < nr; ++q) {
           const int64_t c = int64_t(j) * nr + q;
-          if (c < cout) panel[p * nr + q] = transpose ? w[c * cin + p] : w[p * cout + c];
+          if (c < cout) panel[p * nr + q] = w[p * cout + c];
         }
       }
     }
@@ -269,10 +268,10 @@ std::vector<T> pack_weight(const T* weight, int64_t k_count, int64_t cin, int64_
   return packed;
 }
 
-// out (rows x cout) = sum_k src[table[r, k]] @ B_k; src is (n_src x cin).
+// out (rows x cout) = sum_k src[table[r, k]] @ weight[k]; src is (n_src x cin), weight (K, cin, cout).
 template <typename T>
-void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, bool transpose, const int32_t* table,
-                 int64_t rows, int64_t k_count, int64_t cout, T* out) {
+void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, const int32_t* table, int64_t rows,
+                 int64_t k_count, int64_t cout, T* out) {
   if (rows == 0 || cout == 0) return;
   const KernelSet<T> set = kernel_set<T>();
   const int nv = panel_vectors(cout, set);
@@ -281,23 +280,22 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, bool
   const int64_t ldc = int64_t(npanel) * nr;
   // When the panels tile cout exactly, the kernels read the weight and write the output in
   // place; otherwise they work on zero-padded copies (a packed weight, a tile accumulator).
-  const bool in_place = !transpose && ldc == cout;
+  const bool in_place = ldc == cout;
   std::vector<T> packed;
-  if (!in_place) packed = pack_weight(weight, k_count, cin, cout, transpose, nr, npanel);
+  if (!in_place) packed = pack_weight(weight, k_count, cin, cout, nr, npanel);
   const T* b = in_place ? weight : packed.data();
   const int64_t ldb = in_place ? cout : nr, panel_step = in_place ? nr : cin * nr, offset_step = cin * ldc;
-  const bool direct_output = ldc == cout;
   const GemmRowsFn<T> gemm = set.gemm[nv];
   // About 128 KiB of accumulator per tile: it stays in L2 while all offsets add into it.
   const int64_t tile_rows = std::clamp<int64_t>((int64_t(128) << 10) / (ldc * int64_t(sizeof(T))), 16, 1024);
   const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
   at::parallel_for(0, tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<T> buffer(direct_output ? 0 : size_t(tile_rows) * ldc);
+    std::vector<T> buffer(in_place ? 0 : size_t(tile_rows) * ldc);
     std::vector<const T*> a(tile_rows);
     std::vector<int32_t> crow(tile_rows);
     for (int64_t t = tile_begin; t < tile_end; ++t) {
       const int64_t r0 = t * tile_rows, r1 = std::min(rows, r0 + tile_rows);
-      T* acc = direct_output ? out + r0 * cout : buffer.data();
+      T* acc = in_place ? out + r0 * cout : buffer.data();
       std::fill(acc, acc + (r1 - r0) * ldc, T(0));
       for (int64_t k = 0; k < k_count; ++k) {
         int m = 0;
@@ -310,7 +308,7 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, bool
         }
         if (m > 0) gemm(m, a.data(), cin, b + k * offset_step, ldb, panel_step, npanel, acc, crow.data(), ldc);
       }
-      if (!direct_output) {
+      if (!in_place) {
         for (int64_t r = r0; r < r1; ++r) std::memcpy(out + r * cout, acc + (r - r0) * ldc, sizeof(T) * cout);
       }
     }
@@ -413,7 +411,7 @@ at::Tensor sparse_conv_cpu(const at::Tensor& features, const at::Tensor& weight,
   at::Tensor out = at::empty({rows, cout}, f.options());
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "meshrec::sparse_conv", [&] {
     conv_cpu::gather_gemm<scalar_t>(f.const_data_ptr<scalar_t>(), f.size(0), cin, w.const_data_ptr<scalar_t>(),
-                                    /*transpose=*/false, table.const_data_ptr<int32_t>(), rows, k_count, cout,
+                                    table.const_data_ptr<int32_t>(), rows, k_count, cout,
                                     out.mutable_data_ptr<scalar_t>());
   });
   return out;
