@@ -78,6 +78,15 @@ def resolve_cuda(torch) -> tuple[bool, str, str]:
     return use_cuda, reason, archs if use_cuda else ""
 
 
+def openmp_flags(torch) -> list[str]:
+    """-fopenmp when torch runs its intra-op threads on OpenMP (Linux wheels do). ATen's
+    at::parallel_for is a header template that runs serially unless the extension itself is
+    compiled with OpenMP; the OpenMP runtime torch bundles (libgomp.so.1) is then shared."""
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        return ["-fopenmp"]
+    return []
+
+
 def extension_modules() -> tuple[list, dict]:
     import torch
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
@@ -88,6 +97,7 @@ def extension_modules() -> tuple[list, dict]:
     version = read_version()
 
     optimisation = ["-O0", "-g"] if debug else ["-O3"]
+    openmp = openmp_flags(torch)
     macros = [("MESHREC_VERSION", f'"{version}"')]
     files = sources["python"] + sources["core"]
     if use_cuda:
@@ -102,6 +112,7 @@ def extension_modules() -> tuple[list, dict]:
         ("cuda", f"{'yes' if use_cuda else 'no'} ({reason})"),
         ("TORCH_CUDA_ARCH_LIST", archs or "-"),
         ("debug", debug),
+        ("openmp", "yes" if openmp else "no (at::parallel_for runs serially)"),
         ("sources", len(files)),
     ]:
         print(f"  {key:22s} {value}")
@@ -112,7 +123,8 @@ def extension_modules() -> tuple[list, dict]:
         sources=files,
         include_dirs=[str(ROOT / "csrc")],
         define_macros=macros,
-        extra_compile_args={"cxx": optimisation, "nvcc": optimisation + ["-lineinfo"]},
+        extra_compile_args={"cxx": optimisation + openmp, "nvcc": optimisation + ["-lineinfo"]},
+        extra_link_args=openmp,
     )
     return [extension], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
 

@@ -29,6 +29,11 @@ std::string build_info() {
 #else
   json += "\"cuda\": false, \"cuda_archs\": \"\", ";
 #endif
+#if defined(_OPENMP)
+  json += "\"openmp\": true, ";
+#else
+  json += "\"openmp\": false, ";
+#endif
 #if defined(__clang__)
   json += "\"compiler\": \"clang " __clang_version__ "\"";
 #elif defined(__GNUC__)
