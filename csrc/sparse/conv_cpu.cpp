@@ -289,14 +289,24 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, cons
   // About 128 KiB of accumulator per tile: it stays in L2 while all offsets add into it.
   const int64_t tile_rows = std::clamp<int64_t>((int64_t(128) << 10) / (ldc * int64_t(sizeof(T))), 16, 1024);
   const int64_t tiles = (rows + tile_rows - 1) / tile_rows;
-  at::parallel_for(0, tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
+  // Deep layers have few voxels and many channels: with fewer tiles than threads, the column
+  // panels of a tile are split between tasks too. Each output element is still summed by one
+  // task in the same order, so the split changes nothing in the result.
+  const int64_t threads = at::get_num_threads();
+  const int64_t groups = tiles >= 2 * threads ? 1 : std::min<int64_t>(npanel, (2 * threads + tiles - 1) / tiles);
+  const int64_t panels_per_group = (npanel + groups - 1) / groups;
+  at::parallel_for(0, tiles * groups, 1, [&](int64_t task_begin, int64_t task_end) {
     std::vector<T> buffer(in_place ? 0 : size_t(tile_rows) * ldc);
     std::vector<const T*> a(tile_rows);
     std::vector<int32_t> crow(tile_rows);
-    for (int64_t t = tile_begin; t < tile_end; ++t) {
+    for (int64_t task = task_begin; task < task_end; ++task) {
+      const int64_t t = task / groups, j0 = (task % groups) * panels_per_group;
+      const int64_t j1 = std::min<int64_t>(npanel, j0 + panels_per_group);
+      if (j0 >= j1) continue;
       const int64_t r0 = t * tile_rows, r1 = std::min(rows, r0 + tile_rows);
+      const int64_t c0 = j0 * nr, c1 = j1 * nr;  // this task's columns of the accumulator
       T* acc = in_place ? out + r0 * cout : buffer.data();
-      std::fill(acc, acc + (r1 - r0) * ldc, T(0));
+      for (int64_t r = 0; r < r1 - r0; ++r) std::fill(acc + r * ldc + c0, acc + r * ldc + c1, T(0));
       for (int64_t k = 0; k < k_count; ++k) {
         int m = 0;
         for (int64_t r = r0; r < r1; ++r) {
@@ -306,10 +316,16 @@ void gather_gemm(const T* src, int64_t n_src, int64_t cin, const T* weight, cons
           a[m] = src + int64_t(i) * cin;
           crow[m++] = int32_t(r - r0);
         }
-        if (m > 0) gemm(m, a.data(), cin, b + k * offset_step, ldb, panel_step, npanel, acc, crow.data(), ldc);
+        if (m > 0) {
+          gemm(m, a.data(), cin, b + k * offset_step + j0 * panel_step, ldb, panel_step, int(j1 - j0), acc + c0,
+               crow.data(), ldc);
+        }
       }
       if (!in_place) {
-        for (int64_t r = r0; r < r1; ++r) std::memcpy(out + r * cout, acc + (r - r0) * ldc, sizeof(T) * cout);
+        const int64_t width = std::min(cout, c1) - c0;
+        for (int64_t r = r0; r < r1; ++r) {
+          std::memcpy(out + r * cout + c0, acc + (r - r0) * ldc + c0, sizeof(T) * width);
+        }
       }
     }
   });
