@@ -78,6 +78,15 @@ def resolve_cuda(torch) -> tuple[bool, str, str]:
     return use_cuda, reason, archs if use_cuda else ""
 
 
+def openmp_flags(torch) -> list[str]:
+    """-fopenmp when torch runs its intra-op threads on OpenMP (Linux wheels do). ATen's
+    at::parallel_for is a header template that runs serially unless the extension itself is
+    compiled with OpenMP; the OpenMP runtime torch bundles (libgomp.so.1) is then shared."""
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        return ["-fopenmp"]
+    return []
+
+
 def extension_modules() -> tuple[list, dict]:
     import torch
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
@@ -88,10 +97,7 @@ def extension_modules() -> tuple[list, dict]:
     version = read_version()
 
     optimisation = ["-O0", "-g"] if debug else ["-O3"]
-    # at::parallel_for is a header template around `#pragma omp parallel` when torch uses OpenMP:
-    # without -fopenmp the kernels would silently run on one thread. The library then links the
-    # libgomp.so.1 that torch has already loaded.
-    openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
+    openmp = openmp_flags(torch)
     macros = [("MESHREC_VERSION", f'"{version}"')]
     files = sources["python"] + sources["core"]
     if use_cuda:
@@ -106,7 +112,7 @@ def extension_modules() -> tuple[list, dict]:
         ("cuda", f"{'yes' if use_cuda else 'no'} ({reason})"),
         ("TORCH_CUDA_ARCH_LIST", archs or "-"),
         ("debug", debug),
-        ("openmp", bool(openmp)),
+        ("openmp", "yes" if openmp else "no (at::parallel_for runs serially)"),
         ("sources", len(files)),
     ]:
         print(f"  {key:22s} {value}")

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "sparse/conv_cpu.h"
+
 #ifndef MESHREC_VERSION
 #define MESHREC_VERSION "unknown"
 #endif
@@ -26,6 +28,11 @@ std::string build_info() {
   json += "\"cuda\": true, \"cuda_archs\": \"" MESHREC_CUDA_ARCHS "\", ";
 #else
   json += "\"cuda\": false, \"cuda_archs\": \"\", ";
+#endif
+#if defined(_OPENMP)
+  json += "\"openmp\": true, ";
+#else
+  json += "\"openmp\": false, ";
 #endif
 #if defined(__clang__)
   json += "\"compiler\": \"clang " __clang_version__ "\"";
@@ -87,6 +94,28 @@ TORCH_LIBRARY(meshrec, m) {
   m.def(
       "joint_regression_backward(Tensor grad_joints, Tensor vertex_ids, Tensor rows, Tensor weights, "
       "int num_vertices) -> Tensor");
+  // ---- sparse: voxel coordinates (N, 4) int32 as (batch, x, y, z); see meshrec/ops/sparse.py
+  m.set_python_module("meshrec.ops._registrations.sparse");
+  m.def("_sparse_cpu_kernels() -> str", &sparse_cpu_kernels);
+  // Unique rows of coords divided by stride (floor, or truncation toward zero), sorted by
+  // (batch, x, y, z), and the row of each input in the result. Data-dependent output size.
+  m.def("sparse_unique_coords(Tensor coords, int[3] stride, bool truncate, int hash_capacity) -> (Tensor, Tensor)");
+  // (N_out, K) int32: the row of in_coords at out_coords[r] + offsets[k], or -1.
+  m.def("sparse_kernel_map(Tensor in_coords, Tensor out_coords, Tensor offsets, int hash_capacity) -> Tensor");
+  // (num_inputs, K) int32: the output row that reads input row i at offset k, or -1.
+  m.def("sparse_invert_map(Tensor neighbors, SymInt num_inputs) -> Tensor");
+  // out[r] = sum_k features[neighbors[r, k]] @ weight[k]; reverse_neighbors serves the backward.
+  m.def("sparse_conv(Tensor features, Tensor weight, Tensor neighbors, Tensor reverse_neighbors) -> Tensor");
+  m.def(
+      "sparse_conv_weight_grad(Tensor features, Tensor grad_output, Tensor neighbors, Tensor reverse_neighbors) -> "
+      "Tensor");
+  // Per-voxel mean (or first row) of point features; points with index -1 are dropped.
+  m.def("sparse_voxel_pool(Tensor features, Tensor point_to_voxel, SymInt num_voxels, str reduction) -> Tensor");
+  m.def("sparse_voxel_pool_backward(Tensor grad_output, Tensor point_to_voxel, str reduction) -> Tensor");
+  // out[n] = sum_j weights[n, j] * features[indices[n, j]] (entries -1 skipped).
+  m.def("sparse_devoxelize(Tensor features, Tensor indices, Tensor weights) -> Tensor");
+  m.def(
+      "sparse_devoxelize_backward(Tensor grad_output, Tensor indices, Tensor weights, SymInt num_voxels) -> Tensor");
 }
 
 }  // namespace meshrec

@@ -37,6 +37,7 @@ def _command_info(args: argparse.Namespace) -> int:
     if report["compiled_library_error"]:
         line += f" ({report['compiled_library_error']})"
     print(f"op backend         {line}")
+    print(f"CPU kernels        {report['cpu_kernels'] or '-'}")
     plugins = report["plugins"]
     names = ", ".join(f"{p['name']} {p['version'] or ''}".strip() + ("" if p["status"] == "ok" else f" [{p['status']}]")
                       for p in plugins) or "none"

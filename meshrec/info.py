@@ -19,7 +19,9 @@ def info() -> dict[str, Any]:
     Keys: ``meshrec``, ``torch``, ``python``, ``compiled_backends`` (e.g. ["cpu"]),
     ``cuda_archs`` (architectures the CUDA kernels were built for), ``op_backend``
     ("compiled" or "reference"), ``compiled_library_error`` (why it is not loaded, or None),
-    ``build`` (the library's own build record), ``cuda_available``, ``torch_cuda``,
+    ``build`` (the library's own build record), ``cpu_kernels`` (the instruction set the CPU
+    sparse convolution runs with: "avx512", "avx2" or "generic"; "" without the compiled
+    library), ``cuda_available``, ``torch_cuda``,
     ``plugins`` (one dict per plugin: name, distribution, version, methods, status, error).
     """
     from meshrec.plugins import get_plugin_manager
@@ -34,6 +36,7 @@ def info() -> dict[str, Any]:
         "op_backend": extension.active_backend(),
         "compiled_library_error": extension.load_error(),
         "build": build,
+        "cpu_kernels": torch.ops.meshrec._sparse_cpu_kernels() if extension.has_compiled_ops() else "",
         "cuda_available": torch.cuda.is_available(),
         "torch_cuda": torch.version.cuda,
         "plugins": [plugin.as_dict() for plugin in get_plugin_manager().plugins()],

@@ -70,6 +70,14 @@ def test_bindings_use_no_cuda_syntax():
 
 
 @pytest.mark.skipif(os.environ.get("MESHREC_DISABLE_COMPILED_OPS") == "1", reason="reference-only run")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenMP flags are set for Linux builds")
+def test_kernels_are_built_with_openmp_when_torch_is():
+    # at::parallel_for is a header template: without OpenMP in meshrec's own library it runs
+    # every CPU kernel on one thread, whatever torch.set_num_threads says.
+    assert meshrec.extension.build_info()["openmp"] == torch.backends.openmp.is_available()
+
+
+@pytest.mark.skipif(os.environ.get("MESHREC_DISABLE_COMPILED_OPS") == "1", reason="reference-only run")
 def test_compiled_cpu_backend_is_active():
     report = meshrec.info()
     assert report["op_backend"] == "compiled", report["compiled_library_error"]

@@ -16,6 +16,15 @@ from meshrec.ops.metrics import (
 )
 from meshrec.ops.rotation import rodrigues
 from meshrec.ops.smpl import SMPLArrays, SparseRegressor, joint_regression, prepare_smpl_arrays, smpl_lbs
+from meshrec.ops.sparse import (
+    devoxelize,
+    invert_kernel_map,
+    kernel_map,
+    kernel_offsets,
+    sparse_conv,
+    unique_coords,
+    voxel_pool,
+)
 
 __all__ = [
     "NearestPoints",
@@ -23,7 +32,11 @@ __all__ = [
     "SMPLArrays",
     "SparseRegressor",
     "check_closed_mesh",
+    "devoxelize",
+    "invert_kernel_map",
     "joint_regression",
+    "kernel_map",
+    "kernel_offsets",
     "nearest_points",
     "points_inside_mesh",
     "prepare_smpl_arrays",
@@ -31,5 +44,8 @@ __all__ = [
     "rodrigues",
     "sample_sdf",
     "smpl_lbs",
+    "sparse_conv",
+    "unique_coords",
+    "voxel_pool",
     "winding_number",
 ]

@@ -8,3 +8,4 @@ csrc/ops.cpp, whose ``set_python_module`` points the dispatcher to this package.
 from meshrec.ops._registrations import rotation  # noqa: F401
 from meshrec.ops._registrations import metrics  # noqa: F401
 from meshrec.ops._registrations import smpl  # noqa: F401
+from meshrec.ops._registrations import sparse  # noqa: F401
