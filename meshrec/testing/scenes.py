@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Box", "FloorAndBoxes", "box_surface_points", "look_at", "random_voxel_coords", "surface_voxel_coords", "synthetic_scene_crop"]
+__all__ = [
+    "Box",
+    "FloorAndBoxes",
+    "box_surface_points",
+    "look_at",
+    "random_voxel_coords",
+    "surface_voxel_coords",
+    "synthetic_scene_crop",
+]
 
 
 def look_at(eye, target, up=(0.0, 1.0, 0.0), dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
