@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 torch.ops.load_library(sys.argv[1])
-# The reference is loaded by path so that the meshrec package (and its own _C) stays unimported.
+
 
 def load_reference(family: str):
-def load_reference(family):
+    """A reference module loaded by path, so that the meshrec package (and its own _C) stays unimported."""
     path = Path(__file__).resolve().parents[2] / "meshrec" / "ops" / "reference" / f"{family}.py"
     spec = importlib.util.spec_from_file_location(f"meshrec_reference_{family}", path)
     module = importlib.util.module_from_spec(spec)
@@ -51,10 +51,7 @@ for dtype, tolerance in ((torch.float64, 1e-13), (torch.float32, 1e-6)):
     torch.testing.assert_close(distance, expected_distance, atol=tolerance * 10, rtol=0)
 
 # SMPL ops on a tiny random model (5 joints, 100 vertices), against the pure-PyTorch reference.
-smpl_file = Path(__file__).resolve().parents[2] / "meshrec" / "ops" / "reference" / "smpl.py"
-spec = importlib.util.spec_from_file_location("meshrec_smpl_reference", smpl_file)
-smpl_reference = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(smpl_reference)
+smpl_reference = load_reference("smpl")
 generator = torch.Generator().manual_seed(0)
 parents, vertices_count, betas_count = (-1, 0, 1, 0, 3), 100, 4
 shapedirs = torch.randn(betas_count, 3 * vertices_count, generator=generator, dtype=torch.float64) * 0.1
