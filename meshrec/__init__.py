@@ -37,6 +37,7 @@ __all__ = [
     "UnknownMethodError",
     "UnsafePickleError",
     "evaluate",
+    "extension",
     "hookimpl",
     "info",
     "list_datasets",

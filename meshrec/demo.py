@@ -14,7 +14,6 @@ meshrec's synthetic mannequin, and says which.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse
 
+from meshrec.testing.fixtures import CodeRunningPayload
 from meshrec.body import BodyModelNotFoundError, find_body_model_file, load_body_model_arrays, load_joint_regressor
 from meshrec.body.files import body_model_search_dirs, smpl_file_names
 from meshrec.errors import UnsafePickleError
@@ -55,21 +54,11 @@ def test_npz_object_arrays_are_skipped_not_unpickled(tmp_path):
     assert set(arrays) == {"v_template"}
 
 
-class _RunsCode:
-    """A pickle payload that, if unpickled normally, creates a file (stand-in for any code)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
 def test_code_executing_pickle_is_refused_and_nothing_runs(tmp_path, protocol):
     marker = tmp_path / "executed"
     path = tmp_path / "SMPL_NEUTRAL.pkl"
-    path.write_bytes(pickle.dumps({"v_template": np.zeros(3), "payload": _RunsCode(marker)}, protocol=protocol))
+    path.write_bytes(pickle.dumps({"v_template": np.zeros(3), "payload": CodeRunningPayload(marker)}, protocol=protocol))
     with pytest.raises(UnsafePickleError, match=r"refusing to unpickle (posix|os)\.system.*Nothing from the file was executed"):
         load_body_model_arrays(path)
     assert not marker.exists()

@@ -7,7 +7,6 @@ import types
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import meshrec

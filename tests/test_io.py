@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import pickle
 
 import numpy as np
 import pytest
 
+from meshrec.testing.fixtures import CodeRunningPayload
 from meshrec.errors import UnsafePickleError
 from meshrec.io import write_obj, write_ply
 from meshrec.io.safe_pickle import load_npz
@@ -25,18 +24,10 @@ def test_npz_with_objects_as_humandata_stores_them(tmp_path):
     assert "smpl" not in load_npz(path, allow_objects=False)
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_npz_object_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.npz"
-    np.savez(path, meta=np.array({"x": _RunsCode(marker)}, dtype=object))
+    np.savez(path, meta=np.array({"x": CodeRunningPayload(marker)}, dtype=object))
     with pytest.raises(UnsafePickleError, match="system"):
         load_npz(path)
     assert not marker.exists()

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import textwrap
 import types
-import warnings
 from pathlib import Path
 
 import pytest
 
 import meshrec
 from meshrec import hookspecs
-from meshrec.plugins import MeshrecPluginWarning, PluginManager
+from meshrec.plugins import MeshrecPluginWarning
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 HOOK_NAMES = sorted(name for name, value in vars(hookspecs).items() if name.startswith("meshrec_") and callable(value))

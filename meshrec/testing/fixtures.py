@@ -8,11 +8,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-__all__ = ["CUDA", "DEVICES", "body_models_dir", "plugin_manager", "requires_compiled_ops"]
+__all__ = ["CUDA", "DEVICES", "CodeRunningPayload", "body_models_dir", "plugin_manager", "requires_compiled_ops"]
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 # Parametrise tests over devices: @pytest.mark.parametrize("device", DEVICES)
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+class CodeRunningPayload:
+    """Something to pickle into a file that, if anything unpickled it normally, would run a shell
+    command creating ``marker``: tests of the safe loaders check that they refuse it and that the
+    marker never appears (a stand-in for any code a malicious file could carry)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
 
 
 def requires_compiled_ops() -> None:

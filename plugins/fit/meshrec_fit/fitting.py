@@ -338,7 +338,6 @@ def fit_smpl(
         raise ValueError(f"{batch} bodies do not split into frames of {people} people")
     scene_terms = scene_terms or {}
     hypotheses = config.pose_hypotheses if init is None else ()
-    first_level = config.sigmas[0]
     total = (config.placement_steps if init is None else 0) + config.body_steps * (len(config.sigmas) + bool(scene_terms))
     with torch.enable_grad(), tqdm(total=total, disable=not progress, unit="step", desc="meshrec fit",
                                    leave=False) as bar:

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import meshrec
-from meshrec.nn import matrix_to_axis_angle
 from meshrec.ops import rodrigues
 from meshrec.testing import synthetic_smpl
 from meshrec_fit import plugin

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pickle
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from meshrec.testing.fixtures import CodeRunningPayload
 from meshrec.errors import CheckpointError
 from meshrec_hmr.checkpoint import DROPPED_PREFIXES, hmr_state_dict, load_hmr_network
 from hmr_checkpoints import RESNET50_STAGES, mmhuman3d_hmr_state_dict, mmhuman3d_meta
@@ -130,18 +129,10 @@ def test_corrupt_and_missing_files(tmp_path, hmr_checkpoint):
         load_hmr_network(tmp_path / "nope.pth")
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_code_in_a_checkpoint_is_refused_and_does_not_run(tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.pth"
-    torch.save({"meta": {"payload": _RunsCode(marker)}, "state_dict": mmhuman3d_hmr_state_dict()}, path)
+    torch.save({"meta": {"payload": CodeRunningPayload(marker)}, "state_dict": mmhuman3d_hmr_state_dict()}, path)
     with pytest.raises(CheckpointError, match=r"safe loader .* refused this checkpoint: it asks for posix.system.*nothing from it was run.*trust_checkpoint=True"):
         load_hmr_network(path)
     assert not marker.exists()
