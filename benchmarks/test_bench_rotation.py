@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meshrec.ops import reference, rodrigues
+from meshrec.ops import reference
+from meshrec.rotations import rodrigues
 from meshrec.testing.fixtures import DEVICES
 
 smplx_lbs = pytest.importorskip("smplx.lbs")

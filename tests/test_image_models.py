@@ -9,20 +9,16 @@ import pytest
 import torch
 
 from meshrec.camera import default_intrinsics, project, weak_perspective_to_translation
-from meshrec.nn import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    crop_boxes,
+from meshrec.nn import IMAGENET_MEAN, IMAGENET_STD, crop_boxes, resnet50, square_boxes
+from meshrec.rotations import (
     matrix_from_6d_prohmr,
     matrix_from_6d_pytorch3d,
     matrix_from_6d_spin,
     matrix_to_6d_prohmr,
     matrix_to_6d_pytorch3d,
     matrix_to_6d_spin,
-    resnet50,
-    square_boxes,
+    rodrigues,
 )
-from meshrec.ops import rodrigues
 
 
 def test_weak_perspective_translation_is_exact_on_the_body_plane():
@@ -126,7 +122,7 @@ def test_resnet50_structure():
 
 
 def test_matrix_to_axis_angle_inverts_rodrigues_everywhere():
-    from meshrec.nn import matrix_to_axis_angle
+    from meshrec.rotations import matrix_to_axis_angle
 
     generator = torch.Generator().manual_seed(3)
     axes = torch.nn.functional.normalize(torch.randn(600, 3, generator=generator, dtype=torch.float64), dim=-1)

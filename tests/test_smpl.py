@@ -10,7 +10,7 @@ import torch
 
 from meshrec.body import SMPL, SMPLH, SMPL_OUTPUT_JOINT_NAMES, load_body_model_arrays
 from meshrec.body.files import smpl_file_names
-from meshrec.ops import rodrigues
+from meshrec.rotations import rodrigues
 
 smplx = pytest.importorskip("smplx")
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}

@@ -42,7 +42,8 @@ from meshrec.body.files import (
 )
 from meshrec.body.lbs import lbs
 from meshrec.extension import use_compiled
-from meshrec.ops import SMPLArrays, SparseRegressor, prepare_smpl_arrays, rodrigues
+from meshrec.ops import SMPLArrays, SparseRegressor, prepare_smpl_arrays
+from meshrec.rotations import rodrigues
 from meshrec.ops.smpl import _smpl_lbs_compiled
 
 __all__ = ["SMPL", "SMPLH", "SMPLHOutput", "SMPLOutput"]

@@ -1,7 +1,8 @@
 """meshrec's custom ops: compiled CPU/CUDA kernels with pure-PyTorch references.
 
 Every op here dispatches to ``torch.ops.meshrec.<name>`` when the compiled library is loaded and
-falls back to :mod:`meshrec.ops.reference` otherwise (see :mod:`meshrec.extension`).
+falls back to :mod:`meshrec.ops.reference` otherwise (see :mod:`meshrec.extension`). The rotation
+op's wrapper, ``rodrigues``, lives in :mod:`meshrec.rotations` with the other rotation conversions.
 """
 
 from meshrec.ops.metrics import (
@@ -14,7 +15,6 @@ from meshrec.ops.metrics import (
     sample_sdf,
     winding_number,
 )
-from meshrec.ops.rotation import rodrigues
 from meshrec.ops.smpl import SMPLArrays, SparseRegressor, joint_regression, prepare_smpl_arrays, smpl_lbs
 from meshrec.ops.sparse import (
     devoxelize,
@@ -41,7 +41,6 @@ __all__ = [
     "points_inside_mesh",
     "prepare_smpl_arrays",
     "procrustes",
-    "rodrigues",
     "sample_sdf",
     "smpl_lbs",
     "sparse_conv",

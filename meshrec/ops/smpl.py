@@ -254,7 +254,7 @@ def smpl_lbs(
     Args:
         betas: (B, NB) shape coefficients, NB = ``arrays.shapedirs.shape[0]``.
         rotations: (B, J, 3, 3) joint rotation matrices, root first (axis-angle poses: convert
-            with :func:`meshrec.ops.rodrigues`, whose gradient then flows back to them).
+            with :func:`meshrec.rotations.rodrigues`, whose gradient then flows back to them).
         arrays: the model, from :func:`prepare_smpl_arrays` (same dtype and device as betas).
         transl: optional (B, 3) translation in metres, added to vertices and joints.
         vertex_template: optional (V, 3) or (B, V, 3) template replacing ``arrays.v_template``

@@ -11,7 +11,7 @@ _SMALL_SQUARED_ANGLE = {torch.float32: 1e-2, torch.float64: 1e-4}
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) in radians -> rotation matrices (..., 3, 3); see ``meshrec.ops.rodrigues``."""
+    """Axis-angle (..., 3) in radians -> rotation matrices (..., 3, 3); see ``meshrec.rotations.rodrigues``."""
     w = axis_angle
     s = (w * w).sum(-1, keepdim=True)
     small = s < _SMALL_SQUARED_ANGLE.get(w.dtype, 1e-2)

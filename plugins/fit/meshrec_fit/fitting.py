@@ -19,9 +19,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from meshrec.nn import matrix_to_axis_angle
-from meshrec.ops import rodrigues
 from meshrec.body.keypoints import KeypointModel
+from meshrec.rotations import matrix_to_axis_angle, rodrigues
 from meshrec_fit.priors import (
     angle_limit_penalty,
     relaxed_pose,

@@ -7,8 +7,7 @@ import math
 import torch
 
 from meshrec.body import SMPL_JOINT_NAMES
-from meshrec.nn import matrix_to_axis_angle
-from meshrec.ops import rodrigues
+from meshrec.rotations import matrix_to_axis_angle, rodrigues
 
 INTRINSICS = torch.tensor([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]], dtype=torch.float64)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import meshrec
-from meshrec.ops import rodrigues
+from meshrec.rotations import rodrigues
 from meshrec.testing import synthetic_smpl
 from meshrec_fit import plugin
 from meshrec.body.keypoints import KeypointModel, get_layout
@@ -80,7 +80,7 @@ def test_refines_another_methods_prediction(plugin_manager, fit, smpl):
     transl = torch.tensor([0.0, 0.3, 3.0], dtype=torch.float64) - gt.joints[0, 0]
     gt = smpl(body_pose=SITTING[None], global_orient=orient[None], transl=transl[None])
     Perturbed.truth = (SITTING, orient, transl)
-    plugin_manager.methods().add("perturbed", Perturbed)
+    plugin_manager.methods().add(Perturbed)
     keypoints = observe(keypoint_model, gt.vertices, gt.joints, noise=1.0)[0].numpy()
     before = meshrec.predict(None, method="perturbed", camera=INTRINSICS.numpy())
     before_body = smpl(global_orient=before.global_orient[:, None], body_pose=before.body_pose, transl=before.transl,

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from meshrec.nn import matrix_from_6d_spin, resnet50
+from meshrec.nn import resnet50
+from meshrec.rotations import matrix_from_6d_spin
 
 __all__ = ["HMRHead", "HMRNetwork", "load_mean_params"]
 
 NUM_JOINTS = 24
-POSE_SIZE = NUM_JOINTS * 6  # SPIN's 6D layout, see meshrec.nn.rotations
+POSE_SIZE = NUM_JOINTS * 6  # SPIN's 6D layout, see meshrec.rotations
 NUM_BETAS = 10
 CAMERA_SIZE = 3
 

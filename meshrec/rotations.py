@@ -1,9 +1,18 @@
-"""The 6D rotation representations of the upstream code, each named for the layout it uses.
+"""meshrec's rotation module: axis-angle, rotation matrices and the upstream 6D layouts.
 
-All three keep two 3-vectors of a rotation matrix R and recover R by Gram-Schmidt (Zhou et al.,
-CVPR 2019): b1 = normalise(a1), b2 = normalise(a2 - (b1 . a2) b1), b3 = b1 x b2. They differ in
-which two vectors they keep and in what order the six numbers are stored, and mixing them up
-gives wrong poses without any error, so each has its own function:
+Inside meshrec rotations are matrices acting on column vectors (x' = R x, right-handed: the smplx
+and OpenCV convention); axis-angle and the 6D layouts appear only at the edges (inputs, network
+heads, optimisation variables). This module converts between them:
+
+- :func:`rodrigues`: axis-angle -> matrices, a custom op (compiled kernel with a pure-PyTorch
+  reference in :mod:`meshrec.ops.reference.rotation`, exact gradient, also at the zero vector);
+- :func:`matrix_to_axis_angle`: its inverse, stable near the identity and near pi;
+- the 6D representations of the upstream code, one pair of functions per layout.
+
+All three 6D layouts keep two 3-vectors of a rotation matrix R and recover R by Gram-Schmidt
+(Zhou et al., CVPR 2019): b1 = normalise(a1), b2 = normalise(a2 - (b1 . a2) b1), b3 = b1 x b2.
+They differ in which two vectors they keep and in what order the six numbers are stored, and
+mixing them up gives wrong poses without any error, so each has its own function:
 
 ==================  ===============================  ========================================
 function suffix     six numbers                      used by
@@ -15,8 +24,6 @@ function suffix     six numbers                      used by
 ``_pytorch3d``      R00 R01 R02 R10 R11 R12          PyTorch3D ``rotation_6d_to_matrix``
                     (row 0, then row 1)
 ==================  ===============================  ========================================
-
-Rotation matrices act on column vectors (x' = R x).
 """
 
 from __future__ import annotations
@@ -24,15 +31,50 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from meshrec.extension import use_compiled
+from meshrec.ops.reference import rotation as _reference
+
 __all__ = [
-    "matrix_to_axis_angle",
     "matrix_from_6d_prohmr",
     "matrix_from_6d_pytorch3d",
     "matrix_from_6d_spin",
     "matrix_to_6d_prohmr",
     "matrix_to_6d_pytorch3d",
     "matrix_to_6d_spin",
+    "matrix_to_axis_angle",
+    "rodrigues",
 ]
+
+
+def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices from axis-angle vectors (Rodrigues' formula), batched.
+
+    Args:
+        axis_angle: (..., 3) float32 or float64, rotation axis times angle in radians. Any
+            leading shape, including empty batches.
+
+    Returns:
+        (..., 3, 3) rotation matrices, same dtype and device, acting on column vectors
+        (x' = R x), right-handed (the smplx and OpenCV convention). The zero vector maps to the
+        identity, smoothly: the gradient is defined and finite there.
+
+    The formula is exact (smplx's ``batch_rodrigues`` adds 1e-8 to the angle, which perturbs its
+    matrices by about 1e-8). Differentiable once; double backward raises.
+    """
+    if not isinstance(axis_angle, torch.Tensor):
+        raise TypeError(f"axis_angle must be a torch.Tensor, got {type(axis_angle).__name__}")
+    if axis_angle.dim() < 1 or axis_angle.shape[-1] != 3:
+        raise ValueError(f"axis_angle must have shape (..., 3), got {tuple(axis_angle.shape)}")
+    if axis_angle.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"axis_angle must be float32 or float64, got {axis_angle.dtype}")
+    return _rodrigues_unchecked(axis_angle)
+
+
+def _rodrigues_unchecked(axis_angle: torch.Tensor) -> torch.Tensor:
+    """:func:`rodrigues` on an argument already known to be a float32/64 (..., 3) tensor."""
+    if use_compiled(axis_angle):
+        return torch.ops.meshrec.rodrigues(axis_angle)
+    return _reference.rodrigues(axis_angle)
 
 
 def _check(sixd: torch.Tensor) -> None:
@@ -90,7 +132,7 @@ def matrix_to_6d_pytorch3d(matrix: torch.Tensor) -> torch.Tensor:
 
 def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
     """Rotation matrices (..., 3, 3) -> axis-angle (..., 3) with angle in [0, pi]; the inverse of
-    :func:`meshrec.ops.rodrigues`.
+    :func:`rodrigues`.
 
     Stable everywhere: near the identity it uses the skew part (first order is exact to rounding),
     near pi it takes the axis from the symmetric part, whose largest column is the best-conditioned
