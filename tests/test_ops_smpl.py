@@ -612,3 +612,84 @@ def test_joint_regressor_module(body_models_dir):
     torch.testing.assert_close(grad, dense.sum(0)[None, :, None].expand(3, -1, 3), atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match=r"vertices must have shape \(B, 6890, 3\)"):
         h36m(torch.zeros(1, 6889, 3, dtype=torch.float64))
+
+
+# ---- index arrays from Python are range-checked (memory safety) ----------------------------------
+
+_BAD_INDEX_SCRIPT = r"""
+import json, sys, torch, numpy as np
+from meshrec.ops import SparseRegressor, joint_regression, prepare_smpl_arrays, reference, smpl_lbs
+from meshrec.testing import synthetic_smpl_arrays
+a = synthetic_smpl_arrays()
+parents = np.asarray(a['kintree_table'][0]).astype(np.int64); parents[0] = -1
+arrays = prepare_smpl_arrays(a['v_template'], a['shapedirs'], np.asarray(a['posedirs']).reshape(-1, 207).T,
+                             a['J_regressor'], parents.tolist(), a['weights'], dtype=torch.float64)
+betas = torch.zeros(2, 10, dtype=torch.float64)
+rot = torch.eye(3, dtype=torch.float64).expand(2, 24, 3, 3).contiguous()
+good = SparseRegressor.from_vertex_ids([1, 5, 9], 6890, torch.float64)
+verts = torch.zeros(2, 6890, 3, dtype=torch.float64)
+results = {}
+
+def probe(name, fn):
+    try:
+        fn()
+        results[name] = ["ok", ""]
+    except Exception as error:
+        results[name] = [type(error).__name__, str(error).splitlines()[0]]
+    print(json.dumps(results), flush=True)   # what was reached survives a crash
+
+def with_skin(value, position=(17, 0)):
+    skin = arrays.skin_joints.clone(); skin[position] = value
+    return arrays._replace(skin_joints=skin)
+
+def reg(**change):
+    return good._replace(**change)
+
+ids = lambda *v: torch.tensor(v, dtype=torch.int32)
+for backend, lbs, regress in (("compiled", smpl_lbs, joint_regression),
+                              ("reference", reference.smpl_lbs, reference.joint_regression)):
+    for value in (24, -1, 2**30):
+        probe(f"{backend} skin_joints {value}", lambda: lbs(betas, rot, with_skin(value)))
+    probe(f"{backend} regressor rows 3", lambda: lbs(betas, rot, arrays, regressor=reg(rows=ids(0, 1, 3))))
+    probe(f"{backend} regressor vertex -1", lambda: lbs(betas, rot, arrays, regressor=reg(vertex_ids=ids(-1, 5, 9))))
+    probe(f"{backend} regressor vertex 6890", lambda: regress(verts, reg(vertex_ids=ids(1, 5, 6890))))
+    probe(f"{backend} regression rows 2**30", lambda: regress(verts, reg(rows=ids(0, 2**30, 1))))
+    probe(f"{backend} regression rows -7", lambda: regress(verts, reg(rows=ids(0, -7, 1))))
+    probe(f"{backend} regressor unsorted", lambda: regress(verts, reg(vertex_ids=ids(9, 5, 1))))
+# The backward ops take the same arrays straight from torch.ops.
+grad = torch.ones(2, 3, 3, dtype=torch.float64)
+probe("compiled joint_regression_backward rows", lambda: torch.ops.meshrec.joint_regression_backward(
+    grad, ids(1, 5, 9), ids(0, 1, 99), good.weights, 6890))
+probe("compiled joint_regression_backward vertices", lambda: torch.ops.meshrec.joint_regression_backward(
+    grad, ids(1, 5, 7000), ids(0, 1, 2), good.weights, 6890))
+b = betas.clone().requires_grad_()
+probe("compiled smpl backward skin_joints", lambda: smpl_lbs(b, rot, with_skin(2**30, (6000, 0)))[0].sum().backward())
+skin = arrays.skin_joints.clone(); skin[3, 1] = 500
+probe("compiled smpl_lbs_backward skin_joints", lambda: torch.ops.meshrec.smpl_lbs_backward(
+    verts, torch.zeros(2, 24, 3, dtype=torch.float64), betas, rot, arrays.joint_template[None], arrays.shapedirs,
+    arrays.posedirs, arrays.joint_shapedirs, list(arrays.parents), skin, arrays.skin_weights, ids(), ids(),
+    torch.zeros(0, dtype=torch.float64), verts))
+"""
+
+
+def test_out_of_range_indices_raise_index_errors_in_both_backends(compiled):
+    """An out-of-range index in SMPLArrays / SparseRegressor (public NamedTuples) raises IndexError
+    naming the array, in the compiled kernels and the reference alike; before, the kernels read or
+    wrote out of bounds (segfaults, or silently wrong joints). Run in a subprocess so that a
+    regression shows up as a failure here, not as a crashed test run."""
+    import json
+
+    result = subprocess.run([sys.executable, "-c", _BAD_INDEX_SCRIPT], capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert result.returncode == 0, f"crashed (rc {result.returncode}) after {lines[-1] if lines else 'nothing'}: " \
+                                   f"{result.stderr[-2000:]}"
+    outcomes = json.loads(lines[-1])
+    assert len(outcomes) == 2 * 9 + 4
+    for name, (kind, message) in outcomes.items():
+        assert kind == "IndexError", (name, kind, message)
+        assert "out of range" in message or "ascending" in message, (name, message)
+        array = "skin_joints" if "skin" in name else "regressor"
+        assert array in message, (name, message)
+    assert "must lie in [0, 24)" in outcomes["compiled skin_joints 24"][1]
+    assert "must lie in [0, 24)" in outcomes["reference skin_joints 24"][1]
+    assert "ascending" in outcomes["reference regressor unsorted"][1]

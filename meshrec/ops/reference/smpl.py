@@ -10,7 +10,36 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["forward_kinematics", "joint_regression", "smpl_lbs"]
+__all__ = ["check_index_values", "forward_kinematics", "joint_regression", "smpl_lbs"]
+
+
+def check_index_values(index: torch.Tensor, limit: int, name: str, what: str, ascending: bool = False) -> None:
+    """Raises IndexError unless every value of ``index`` lies in [0, limit) (and, with ``ascending``,
+    never decreases), as the compiled ops' checks do (csrc/smpl/smpl_binding.h).
+
+    Without it torch's indexing would wrap negative ids around (picking the last vertex) instead
+    of refusing them, and the compiled and reference backends would disagree.
+    """
+    flat = index.reshape(-1)
+    if flat.numel() == 0:
+        return
+    bad = (flat < 0) | (flat >= limit)
+    if bool(bad.any()):
+        position = int(bad.nonzero()[0, 0])
+        raise IndexError(f"meshrec: {name} holds {int(flat[position])} at flat position {position}, out of range: "
+                         f"{what} must lie in [0, {limit})")
+    if ascending and flat.numel() > 1:
+        falls = flat[1:] < flat[:-1]
+        if bool(falls.any()):
+            position = int(falls.nonzero()[0, 0]) + 1
+            raise IndexError(f"meshrec: {name} must be ascending (sorted by vertex, as SparseRegressor builds them), "
+                             f"but position {position} holds {int(flat[position])} after {int(flat[position - 1])}")
+
+
+def _check_regressor(regressor: Any, num_vertices: int) -> None:
+    check_index_values(regressor.vertex_ids, num_vertices, "regressor vertex ids", "vertex ids (the mesh's vertices)",
+                       ascending=True)
+    check_index_values(regressor.rows, regressor.num_rows, "regressor rows", "rows (the regressed joints)")
 
 
 def forward_kinematics(
@@ -46,6 +75,7 @@ def forward_kinematics(
 
 def joint_regression(vertices: torch.Tensor, regressor: Any) -> torch.Tensor:
     """(B, V, 3) vertices -> (B, R, 3) joints; see ``meshrec.ops.joint_regression``."""
+    _check_regressor(regressor, vertices.shape[1])
     rows = regressor.rows.long()
     picked = vertices[:, regressor.vertex_ids.long()] * regressor.weights[:, None]
     joints = vertices.new_zeros(vertices.shape[0], regressor.num_rows, 3)
@@ -65,6 +95,9 @@ def smpl_lbs(
     batch = betas.shape[0]
     num_vertices = arrays.v_template.shape[0]
     num_joints = len(arrays.parents)
+    check_index_values(arrays.skin_joints, num_joints, "skin_joints", "skinning joints (the model's joints)")
+    if regressor is not None:
+        _check_regressor(regressor, num_vertices)
     template = arrays.v_template if vertex_template is None else vertex_template
     rest_template = arrays.joint_template if joint_template is None else joint_template
     v_shaped = template + (betas @ arrays.shapedirs).view(batch, num_vertices, 3)
