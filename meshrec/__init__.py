@@ -20,7 +20,7 @@ from meshrec.errors import (
 )
 from meshrec.hookspecs import hookimpl
 from meshrec.info import info
-from meshrec.methods import Input, Method, Prediction, Sample
+from meshrec.methods import Input, Method, Option, Prediction, Sample
 
 __all__ = [
     "__version__",
@@ -31,6 +31,7 @@ __all__ = [
     "MeshrecError",
     "Method",
     "MissingInputError",
+    "Option",
     "Prediction",
     "Sample",
     "UnknownDatasetError",

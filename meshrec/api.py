@@ -116,12 +116,15 @@ def load_method(
         body_model: a folder or file with the SMPL files, or a body-model module; None searches
             ``MESHREC_BODY_MODELS`` and ``~/.cache/meshrec/body_models``.
         device: None for CUDA when available, else CPU.
-        **config: method-specific options.
+        **config: the method's declared options (``Method.options``; ``meshrec plugins``
+            lists them).
 
     Raises:
         UnknownMethodError, CheckpointError, BodyModelNotFoundError: with what to do.
+        TypeError: for an option the method does not declare.
     """
     method_class = _method_class(name)
+    options = method_class.resolve_options(config)
     resolved_device = resolve_device(device)
     checkpoint_path = None
     if checkpoint is not None:
@@ -134,7 +137,7 @@ def load_method(
             + (method_class.checkpoint_help or "")
         )
     body = _resolve_body_model(method_class, body_model, resolved_device)
-    method = method_class.build(checkpoint_path, body, resolved_device, **config)
+    method = method_class.build(checkpoint_path, body, resolved_device, **options)
     method.model.eval()
     return method
 
@@ -395,31 +398,35 @@ def evaluate(
     dataset: str,
     data_root: str | Path,
     checkpoint: str | Path | None = None,
-    body_models: str | Path | None = None,
+    body_model: str | Path | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     progress: bool | None = None,
     output: str | Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Evaluates a method on a registered dataset / protocol (see :func:`list_datasets`).
+    """Evaluates a method on a registered dataset (see :func:`list_datasets`).
+
+    The dataset's :class:`~meshrec.datasets.DatasetEvaluation` runs the method over the data and
+    feeds a :class:`meshrec.metrics.Evaluator` built for its protocol (named settings, see
+    docs/metrics.md); ``options`` go to the dataset's evaluation.
 
     Returns the protocol's metrics (millimetres for distances) with run metadata; writes them
     as JSON to ``output`` when given.
     """
     from meshrec import __version__
 
-    evaluator = _lookup(get_plugin_manager().datasets(), dataset, KNOWN_DATASET_PACKAGES, UnknownDatasetError)
+    evaluation = _lookup(get_plugin_manager().datasets(), dataset, KNOWN_DATASET_PACKAGES, UnknownDatasetError)
     root = Path(data_root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist")
     loaded = method if isinstance(method, Method) else load_method(
-        method, checkpoint=checkpoint, body_model=body_models, device=device)
+        method, checkpoint=checkpoint, body_model=body_model, device=device)
     started = time.perf_counter()
-    metrics = evaluator(
+    metrics = evaluation(
         method=loaded,
         data_root=root,
-        body_models=Path(body_models).expanduser() if body_models is not None else None,
+        body_model=Path(body_model).expanduser() if isinstance(body_model, (str, Path)) else None,
         batch_size=batch_size or loaded.batch_size,
         progress=progress if progress is not None else sys.stderr.isatty(),
         **options,

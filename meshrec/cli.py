@@ -58,6 +58,13 @@ def _command_plugins(args: argparse.Namespace) -> int:
     rows = [[p.name, p.distribution or "-", p.version or "-", ", ".join(p.methods) or "-",
              ", ".join(p.datasets) or "-", p.status] for p in plugins]
     _print_table(rows, ["name", "distribution", "version", "methods", "datasets", "status"])
+    manager = get_plugin_manager()
+    for kind, registry in (("methods", manager.methods()), ("datasets", manager.datasets())):
+        if len(registry):
+            print(f"\n{kind}:")
+            width = max(len(entry.name) for entry in registry)
+            for entry in registry:
+                print(f"  {entry.name.ljust(width)}  {entry.summary or '-'}")
     for plugin in plugins:
         if plugin.error:
             print(f"\n{plugin.name}: {plugin.error}")
@@ -134,7 +141,7 @@ def _command_eval(args: argparse.Namespace) -> int:
     import meshrec
 
     result = meshrec.evaluate(
-        args.method, args.dataset, args.data_root, checkpoint=args.checkpoint, body_models=args.body_models,
+        args.method, args.dataset, args.data_root, checkpoint=args.checkpoint, body_model=args.body_models,
         device=args.device, batch_size=args.batch_size, progress=args.progress, output=args.out,
     )
     print(json.dumps(result, indent=2))
@@ -146,7 +153,7 @@ def _command_eval(args: argparse.Namespace) -> int:
 def _command_demo(args: argparse.Namespace) -> int:
     from meshrec.demo import run_demo
 
-    run_demo(out=args.out, fast=args.fast, body_models=args.body_models, progress=args.progress)
+    run_demo(out=args.out, fast=args.fast, body_model=args.body_models, progress=args.progress)
     return 0
 
 

@@ -1,4 +1,9 @@
-"""Datasets and evaluation protocols that plugins register (``meshrec eval``)."""
+"""The datasets plugins register for ``meshrec eval`` / :func:`meshrec.evaluate`.
+
+A dataset is registered by name with its evaluation function (:class:`DatasetEvaluation`),
+which reads the data, runs the method and reports the metrics of the dataset's protocol through a
+:class:`meshrec.metrics.Evaluator` (the one accumulator of metrics in meshrec).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,16 @@ from typing import Any, Protocol
 
 from meshrec.registry import Registry, RegistryEntry
 
-__all__ = ["DatasetRegistry", "DatasetSpec", "Evaluator"]
+__all__ = ["DatasetEvaluation", "DatasetRegistry", "DatasetSpec"]
 
 
-class Evaluator(Protocol):
-    """What a registered dataset's target is: a function that evaluates a loaded method.
+class DatasetEvaluation(Protocol):
+    """What a registered dataset's target is: a function that evaluates a loaded method on it.
 
     Args:
         method: a loaded :class:`meshrec.Method`.
         data_root: the dataset's folder as the user has it.
-        body_models: folder of the user's body-model files (ground truth needs them), or None.
+        body_model: folder of the user's body-model files (ground truth needs them), or None.
         batch_size: items per batch.
         progress: whether to show a progress bar.
         **options: protocol options passed through from the caller.
@@ -30,7 +35,7 @@ class Evaluator(Protocol):
         self,
         method: Any,
         data_root: Path,
-        body_models: Path | None,
+        body_model: Path | None,
         batch_size: int,
         progress: bool,
         **options: Any,
@@ -38,8 +43,8 @@ class Evaluator(Protocol):
 
 
 class DatasetSpec(RegistryEntry):
-    """A registered dataset / evaluation protocol; its target follows :class:`Evaluator`
-    (a function, or ``"module:function"``)."""
+    """A registered dataset / evaluation protocol; its target follows :class:`DatasetEvaluation`
+    ."""
 
     def check(self, target: Any) -> None:
         if not callable(target):

@@ -136,14 +136,14 @@ def _picture(path: Path, scene: FloorAndBoxes, scene_points, truth_vertices, fit
     canvas.save(path)
 
 
-def run_demo(out: str | Path = "meshrec-demo", fast: bool = False, body_models: str | Path | None = None,
+def run_demo(out: str | Path = "meshrec-demo", fast: bool = False, body_model: str | Path | None = None,
              seed: int = 0, progress: bool | None = None) -> dict[str, Any]:
     """Runs the demo (see the module docstring) and returns its numbers; files go to ``out``.
 
     Args:
         out: output folder (created).
         fast: a shorter optimisation schedule (for CI; the numbers are worse).
-        body_models: where to look for SMPL files first (else the usual search order).
+        body_model: where to look for SMPL files first (else the usual search order).
         seed: seed of the keypoint noise.
         progress: progress bars (default: on a terminal).
     """
@@ -155,7 +155,7 @@ def run_demo(out: str | Path = "meshrec-demo", fast: bool = False, body_models: 
         raise meshrec.UnknownMethodError(
             "meshrec demo needs the 'fit' method of the meshrec-fit plugin: "
             "pip install --no-build-isolation ./plugins/fit (from the meshrec repository)")
-    body, body_description = _body_model(body_models)
+    body, body_description = _body_model(body_model)
     _say(f"body model: {body_description}")
 
     pose, orient, transl, box, pelvis_world = _ground_truth(body)

@@ -29,15 +29,16 @@ def meshrec_register_methods(registry: "MethodRegistry") -> None:
     """Add methods to meshrec's method registry.
 
     Called once when meshrec first needs the list of methods. Call
-    ``registry.add(name, "package.module:MethodClass", summary=...)`` for each method the plugin
-    provides; ``MethodClass`` subclasses :class:`meshrec.Method`. Names are global: if two plugins
-    register one name, the first one loaded keeps it and a warning names both.
+    ``registry.add("package.module:MethodClass")`` (or the class itself) for each method the
+    plugin provides; ``MethodClass`` subclasses :class:`meshrec.Method`, whose ``name``,
+    ``summary`` and ``options`` are the method's single source of truth. Names are global: if two
+    plugins register one name, the first one loaded keeps it and a warning names both.
 
     Example::
 
         @meshrec.hookimpl
         def meshrec_register_methods(registry):
-            registry.add("hmr", "meshrec_hmr.method:HMR", summary="HMR, mmhuman3d checkpoints")
+            registry.add("meshrec_hmr.method:HMR")
     """
 
 
@@ -47,8 +48,8 @@ def meshrec_register_datasets(registry: "DatasetRegistry") -> None:
 
     Called once when meshrec first needs the list of datasets (``meshrec eval``). Call
     ``registry.add(name, "package.module:evaluate", summary=...)``, where ``evaluate`` follows
-    :class:`meshrec.datasets.Evaluator`: it takes a loaded method, the dataset folder and the
-    body-model folder, runs the method over the data and returns a dict of metrics.
+    :class:`meshrec.datasets.DatasetEvaluation`: it takes a loaded method, the dataset folder and
+    the body-model folder, runs the method over the data and returns a dict of metrics.
 
     Example::
 

@@ -7,10 +7,11 @@ checkpoint and a body model, and turns a batch of :class:`Sample` into :class:`P
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -18,13 +19,14 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from meshrec.errors import ImageReadError
-from meshrec.registry import Registry, RegistryEntry
+from meshrec.registry import Registry, RegistryEntry, import_target
 
 __all__ = [
     "Input",
     "Method",
     "MethodRegistry",
     "MethodSpec",
+    "Option",
     "Prediction",
     "Sample",
 ]
@@ -169,6 +171,49 @@ class Prediction:
         np.savez(path, **self.numpy())
         return path
 
+    _PER_PERSON_FIELDS: ClassVar[tuple[str, ...]] = (
+        "vertices", "joints", "global_orient", "body_pose", "betas", "transl", "scores", "samples")
+
+    def split(self, owner: torch.Tensor, count: int, shared: Iterable[str] = ()) -> list["Prediction"]:
+        """Splits a prediction of every person of a batch back into one prediction per input.
+
+        Args:
+            owner: (P,) integer index of the input each of the P people belongs to.
+            count: number of inputs (inputs without people get empty predictions).
+            shared: keys of ``extras`` that belong to the whole batch (copied to every part);
+                every other tensor extra is per person and sliced like the fields (nested dicts
+                of tensors too).
+
+        Returns:
+            ``count`` predictions, in input order.
+        """
+        owner = torch.as_tensor(owner, device=self.vertices.device)
+        people = self.num_people
+        if owner.shape != (people,):
+            raise ValueError(f"owner must have shape ({people},), one index per person; got {tuple(owner.shape)}")
+        if people and (int(owner.min()) < 0 or int(owner.max()) >= count):
+            raise ValueError(f"owner indices must lie in [0, {count}); got {int(owner.min())}..{int(owner.max())}")
+        shared = set(shared)
+
+        def take(value: Any, mask: torch.Tensor, key: str) -> Any:
+            if isinstance(value, dict):
+                return {name: take(item, mask, f"{key}/{name}") for name, item in value.items()}
+            if torch.is_tensor(value):
+                if value.dim() == 0 or value.shape[0] != people:
+                    raise ValueError(f"extras[{key!r}] has shape {tuple(value.shape)}, not one row per person "
+                                     f"({people}); list it in shared= if it belongs to the whole batch")
+                return value[mask]
+            return value
+
+        parts = []
+        for index in range(count):
+            mine = owner == index
+            values = {name: (getattr(self, name)[mine] if getattr(self, name) is not None else None)
+                      for name in self._PER_PERSON_FIELDS}
+            extras = {key: (value if key in shared else take(value, mine, key)) for key, value in self.extras.items()}
+            parts.append(replace(self, **values, extras=extras))
+        return parts
+
 
 def _flatten_prediction(prediction: Prediction) -> tuple[list[Any], tuple]:
     names = [f.name for f in fields(prediction) if f.name not in Prediction._CONTEXT_FIELDS]
@@ -198,6 +243,70 @@ pytree.register_pytree_node(
 )
 
 
+_NO_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option a method declares (``meshrec.load_method(name, option=value)``,
+    ``meshrec predict --option name=value``).
+
+    Args:
+        name: the keyword.
+        default: the value when not given.
+        help: one line: what it does, with units.
+        choices: the allowed values, when they are few.
+        type: converts (and checks) a given value, raising ValueError or TypeError; default:
+            the type of ``default`` for bool, int, float and str defaults, else none.
+    """
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    type: Callable[[Any], Any] | None = None
+
+    def converter(self) -> Callable[[Any], Any] | None:
+        if self.type is not None:
+            return self.type
+        if isinstance(self.default, bool):
+            return _as_bool
+        if isinstance(self.default, (int, float, str)):
+            return type(self.default) if not isinstance(self.default, int) else _as_int
+        return None
+
+    def convert(self, value: Any, method: str) -> Any:
+        converter = self.converter()
+        if converter is not None and value is not None:
+            try:
+                value = converter(value)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"option {self.name!r} of method {method!r}: {error}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"option {self.name!r} of method {method!r} must be one of "
+                             f"{', '.join(map(repr, self.choices))}; got {value!r}")
+        return value
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if isinstance(value, (bool, int, np.bool_)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"expected a bool, got {value!r}")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
 class Method:
     """Base class of every method.
 
@@ -216,11 +325,14 @@ class Method:
         body_model_gender: which SMPL the method runs.
         batch_size: default items per batch in ``meshrec.predict``.
         joint_names: names of the joints in ``Prediction.joints``.
+        options: the declared :class:`Option` s; :func:`meshrec.load_method` refuses others,
+            converts values and fills defaults before :meth:`build` sees them.
 
     Instance attributes:
         model: the network, a ``torch.nn.Module`` (in eval mode after loading).
         body_model: the body model module, or None.
         device: where ``model`` lives.
+        options: every declared option's value.
     """
 
     name: ClassVar[str] = ""
@@ -233,20 +345,42 @@ class Method:
     body_model_gender: ClassVar[str] = "neutral"
     batch_size: ClassVar[int] = 16
     joint_names: ClassVar[tuple[str, ...] | None] = None
+    options: ClassVar[tuple[Option, ...]] = ()
 
-    def __init__(self, model: nn.Module, body_model: nn.Module | None, device: torch.device, **config: Any):
+    def __init__(self, model: nn.Module, body_model: nn.Module | None, device: torch.device, **options: Any):
         if not isinstance(model, nn.Module):
             raise TypeError(f"{type(self).__name__}.model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.body_model = body_model
         self.device = torch.device(device)
-        self.config = config
+        self.options = options
+
+    @classmethod
+    def resolve_options(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Every declared option's value: ``given`` checked and converted, defaults for the rest.
+
+        Raises:
+            TypeError: for an option the method does not declare (naming the ones it has).
+            ValueError: for a value of the wrong type or outside the choices.
+        """
+        declared = {option.name: option for option in cls.options}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            close = [match for name in unknown for match in difflib.get_close_matches(name, declared, n=1)]
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            listed = ", ".join(f"{o.name} (default {o.default!r}): {o.help}" for o in cls.options) or "none"
+            raise TypeError(f"method {cls.name!r} has no option {', '.join(map(repr, unknown))}{hint}. "
+                            f"Its options: {listed}")
+        return {name: option.convert(given[name], cls.name) if name in given else option.default
+                for name, option in declared.items()}
 
     @classmethod
     def build(
-        cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device, **config: Any
+        cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device, **options: Any
     ) -> "Method":
-        """Creates the method: its network with the checkpoint's weights, on ``device``."""
+        """Creates the method: its network with the checkpoint's weights, on ``device``.
+
+        ``options`` holds every declared option (checked, defaults filled)."""
         raise NotImplementedError(f"{cls.__name__} must implement build()")
 
     def predict_batch(self, samples: list[Sample]) -> list[Prediction]:
@@ -266,10 +400,24 @@ class Method:
         return cls.inputs | cls.optional_inputs
 
     def to(self, device: str | torch.device) -> "Method":
+        """Moves the method to ``device``: every module and tensor it holds, attributes set
+        after construction included (in lists, tuples and dicts too)."""
         self.device = torch.device(device)
-        self.model.to(self.device)
-        if self.body_model is not None:
-            self.body_model.to(self.device)
+
+        def move(value: Any) -> Any:
+            if isinstance(value, nn.Module):
+                return value.to(self.device)
+            if torch.is_tensor(value):
+                return value.to(self.device)
+            if isinstance(value, dict):
+                return {key: move(item) for key, item in value.items()}
+            if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+                return type(value)(move(item) for item in value)
+            return value
+
+        for name, value in vars(self).items():
+            if name != "device":
+                setattr(self, name, move(value))
         return self
 
     def __repr__(self) -> str:
@@ -287,8 +435,18 @@ class MethodSpec(RegistryEntry):
 class MethodRegistry(Registry[MethodSpec]):
     """The methods plugins add through the ``meshrec_register_methods`` hook.
 
-    >>> registry.add("hmr", "meshrec_hmr.method:HMR", summary="HMR (mmhuman3d checkpoints)")
+    >>> registry.add("meshrec_hmr.method:HMR")     # name and summary come from the class
     """
 
     kind = "method"
     entry_class = MethodSpec
+
+    def add(self, target: type[Method] | str) -> MethodSpec:  # type: ignore[override]
+        """Registers a :class:`Method` subclass (or ``"module:Class"``, imported here: keep the
+        module free of network construction) under its ``name``, with its ``summary``."""
+        method_class = import_target(target)
+        if not (isinstance(method_class, type) and issubclass(method_class, Method)):
+            raise TypeError(f"{target!r} is not a meshrec.Method subclass")
+        if not method_class.name:
+            raise ValueError(f"{method_class.__qualname__} sets no name; give the Method subclass a `name`")
+        return super().add(method_class.name, target, summary=method_class.summary)

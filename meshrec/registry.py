@@ -7,7 +7,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Iterator, TypeVar
 
-__all__ = ["Registry", "RegistryEntry"]
+__all__ = ["Registry", "RegistryEntry", "import_target"]
 
 
 @dataclass(frozen=True)
@@ -25,17 +25,22 @@ class RegistryEntry:
 
     def load(self) -> Any:
         """The target object, imported if it was given as a string, then checked."""
-        target = self.target
-        if isinstance(target, str):
-            module_name, _, attribute = target.partition(":")
-            if not attribute:
-                raise ValueError(f"{self.name!r}: target must be 'module:attribute', got {target!r}")
-            target = getattr(importlib.import_module(module_name), attribute)
+        target = import_target(self.target)
         self.check(target)
         return target
 
     def check(self, target: Any) -> None:
         """Raises TypeError when ``target`` is not what this kind of entry needs."""
+
+
+def import_target(target: Any) -> Any:
+    """``target`` itself, or the object a ``"package.module:attribute"`` string names."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attribute = target.partition(":")
+    if not attribute:
+        raise ValueError(f"a target must be 'module:attribute', got {target!r}")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 EntryT = TypeVar("EntryT", bound=RegistryEntry)

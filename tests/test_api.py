@@ -20,10 +20,12 @@ class Recorder(meshrec.Method):
     """Returns one person per input, recording what it was given."""
 
     name = "recorder"
+    summary = "one person per input, recording what it was given"
     inputs = frozenset({Input.IMAGE, Input.BBOX})
     optional_inputs = frozenset({Input.CAMERA, Input.SCENE, Input.KEYPOINTS})
     body_model_type = None
     batch_size = 2
+    options = (meshrec.Option("option", 0, "a recorded option"),)
 
     @classmethod
     def build(cls, checkpoint, body_model, device, **config):
@@ -61,7 +63,7 @@ class NeedsBody(Recorder):
 def methods(plugin_manager):
     def register(registry):
         for cls in (Recorder, NeedsCheckpoint, NeedsBody):
-            registry.add(cls.name, cls)
+            registry.add(cls)
 
     plugin_manager.register(types.SimpleNamespace(meshrec_register_methods=meshrec.hookimpl(register)), name="test")
     LOADS.clear()

@@ -18,10 +18,11 @@ from test_api import Recorder  # noqa: E402  (a test method shared with the API 
 @pytest.fixture
 def registered(plugin_manager):
     def methods(registry):
-        registry.add("recorder", Recorder, summary="records")
+        registry.add(Recorder)
 
     def datasets(registry):
-        registry.add("toyset", lambda method, data_root, body_models, batch_size, progress: {"mpjpe": 1.5})
+        registry.add("toyset", lambda method, data_root, body_model, batch_size, progress: {"mpjpe": 1.5},
+                     summary="a toy set")
 
     plugin_manager.register(types.SimpleNamespace(meshrec_register_methods=meshrec.hookimpl(methods),
                                                   meshrec_register_datasets=meshrec.hookimpl(datasets)), name="toys")
@@ -42,6 +43,7 @@ def test_plugins_table(registered, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "distribution", "version", "methods", "datasets", "status"]
     assert lines[1].split() == ["toys", "-", "-", "recorder", "toyset", "ok"]
+    assert lines[2:] == ["", "methods:", f"  recorder  {Recorder.summary}", "", "datasets:", "  toyset  a toy set"]
 
 
 def test_plugins_empty(plugin_manager, capsys):

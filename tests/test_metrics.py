@@ -349,7 +349,7 @@ def mmhuman3d_oracle(body_models, pred_params, target_params, genders):
 
 
 def test_3dpw_mmhuman3d_protocol(body_models):
-    evaluator = metrics.evaluator("3dpw-mmhuman3d", body_models=body_models)
+    evaluator = metrics.evaluator("3dpw-mmhuman3d", body_model=body_models)
     genders = ["m", "f", "f", "m", "female", "m"]
     pred, target = smpl_batch(1), smpl_batch(2)
     evaluator.update_smpl(pred=pred, target=target, gender=genders)
@@ -367,15 +367,15 @@ def test_3dpw_mmhuman3d_protocol(body_models):
 
 def test_gendered_and_neutral_ground_truth_differ(body_models):
     pred, target = smpl_batch(5), smpl_batch(6)
-    gendered = metrics.evaluator("standard", body_models=body_models)
+    gendered = metrics.evaluator("standard", body_model=body_models)
     gendered.update_smpl(pred=pred, target=target, gender=["male"] * 6)
-    neutral = metrics.evaluator("standard", body_models=body_models)
+    neutral = metrics.evaluator("standard", body_model=body_models)
     neutral.update_smpl(pred=pred, target=target)
     assert gendered.compute()["MPJPE"] != pytest.approx(neutral.compute()["MPJPE"], abs=1e-3)
 
 
 def test_3dpw_motionbert_protocol(body_models):
-    evaluator = metrics.evaluator("3dpw-motionbert", body_models=body_models)
+    evaluator = metrics.evaluator("3dpw-motionbert", body_model=body_models)
     pred, target = smpl_batch(7), smpl_batch(8)
     evaluator.update_smpl(pred=pred, target=target, gender=["m"] * 6)  # gender ignored: neutral GT
     report = evaluator.compute()
@@ -537,7 +537,7 @@ def test_image_visibility():
 def test_evaluator_errors(body_models):
     with pytest.raises(ValueError, match="unknown evaluation protocol"):
         metrics.evaluator("3dpw-spin")
-    evaluator = metrics.evaluator("standard", body_models=body_models)
+    evaluator = metrics.evaluator("standard", body_model=body_models)
     with pytest.raises(ValueError, match="no samples"):
         evaluator.compute()
     with pytest.raises(ValueError, match="give pred_joints or pred_vertices"):

@@ -40,13 +40,15 @@ def _plugin(**hooks) -> types.SimpleNamespace:
 
 class _Toy(meshrec.Method):
     name = "toy"
+    summary = "a toy"
     body_model_type = None
+    options = (meshrec.Option("size", 1, "how big"),)
 
     @classmethod
-    def build(cls, checkpoint, body_model, device, **config):
+    def build(cls, checkpoint, body_model, device, **options):
         import torch
 
-        return cls(torch.nn.Identity(), None, device, **config)
+        return cls(torch.nn.Identity(), None, device, **options)
 
     def predict_batch(self, samples):
         import torch
@@ -54,34 +56,53 @@ class _Toy(meshrec.Method):
         return [meshrec.Prediction(vertices=torch.zeros(1, 3, 3), joints=torch.zeros(1, 2, 3),
                                    global_orient=torch.eye(3)[None], body_pose=torch.eye(3).expand(1, 23, 3, 3),
                                    betas=torch.zeros(1, 10), transl=torch.zeros(1, 3), scores=torch.ones(1),
-                                   extras={"config": dict(self.config)}) for _ in samples]
+                                   extras={"options": dict(self.options)}) for _ in samples]
 
 
 def test_hook_meshrec_register_methods(plugin_manager):
     def meshrec_register_methods(registry):
-        registry.add("toy", _Toy, summary="a toy")
-        registry.add("toy-lazy", "tests_toy_module:Toy")
+        registry.add(_Toy)
+        registry.add(f"{__name__}:_Lazy")
 
     plugin_manager.register(_plugin(meshrec_register_methods=meshrec_register_methods), name="toys")
     assert meshrec.list_methods() == ["toy", "toy-lazy"]
     spec = plugin_manager.methods()["toy"]
     assert spec.plugin == "toys" and spec.summary == "a toy" and spec.load() is _Toy
+    assert plugin_manager.methods()["toy-lazy"].summary == "the toy, registered by its import path"
     assert plugin_manager.plugin("toys").methods == ["toy", "toy-lazy"]
-    method = meshrec.load_method("toy", device="cpu", size=3)
-    assert isinstance(method, _Toy) and method.config == {"size": 3}
-    with pytest.raises(ModuleNotFoundError):
-        plugin_manager.methods()["toy-lazy"].load()
+    method = meshrec.load_method("toy", device="cpu", size="3")
+    assert isinstance(method, _Toy) and method.options == {"size": 3}
+    assert meshrec.load_method("toy", device="cpu").options == {"size": 1}
+    with pytest.raises(TypeError, match=r"method 'toy' has no option 'sise' \(did you mean 'size'\?\)"):
+        meshrec.load_method("toy", device="cpu", sise=3)
+
+
+class _Lazy(_Toy):
+    name = "toy-lazy"
+    summary = "the toy, registered by its import path"
+
+
+def test_registering_what_is_not_a_method_fails_the_plugin_only(plugin_manager):
+    def meshrec_register_methods(registry):
+        registry.add("no_such_module_here:Method")
+
+    plugin_manager.register(_plugin(meshrec_register_methods=meshrec_register_methods), name="bad")
+    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add(_Toy)), name="fine")
+    with pytest.warns(MeshrecPluginWarning, match="bad.*ModuleNotFoundError"):
+        assert meshrec.list_methods() == ["toy"]
+    with pytest.raises(TypeError, match="not a meshrec.Method subclass"):
+        plugin_manager.methods().add(f"{__name__}:_plugin")
 
 
 def test_hook_meshrec_register_datasets(plugin_manager, tmp_path):
     calls = []
 
-    def evaluate(method, data_root, body_models, batch_size, progress, **options):
+    def evaluate(method, data_root, body_model, batch_size, progress, **options):
         calls.append((method.name, data_root, batch_size, options))
         return {"mpjpe": 12.5, "num_samples": 3}
 
     def meshrec_register_methods(registry):
-        registry.add("toy", _Toy)
+        registry.add(_Toy)
 
     def meshrec_register_datasets(registry):
         registry.add("toyset", evaluate, summary="a toy protocol")
@@ -114,7 +135,7 @@ def test_a_failing_hook_is_isolated(plugin_manager):
         raise RuntimeError("boom")
 
     plugin_manager.register(_plugin(meshrec_register_methods=broken), name="broken")
-    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add("toy", _Toy)), name="fine")
+    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add(_Toy)), name="fine")
     with pytest.warns(MeshrecPluginWarning, match="broken.*RuntimeError: boom"):
         assert meshrec.list_methods() == ["toy"]
     assert plugin_manager.plugin("broken").status == "error"
@@ -127,22 +148,28 @@ def test_misspelled_hook_is_reported(plugin_manager):
 
 
 def test_duplicate_method_names_warn_and_keep_the_first(plugin_manager):
-    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add("toy", _Toy)), name="a")
-    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add("toy", "x:Y")), name="b")
+    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add(_Toy)), name="a")
+    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add(_Clone)), name="b")
     with pytest.warns(UserWarning, match="registered by both"):
         spec = plugin_manager.methods()["toy"]
     assert spec.target is _Toy
 
 
+class _Clone(_Toy):
+    summary = "another toy of the same name"
+
+
 def test_bad_method_names_are_refused(plugin_manager):
     registry = plugin_manager.methods()
-    for bad in ("Toy", "to y", "", "toy!"):
+    for bad in ("Toy", "to y", "toy!"):
         with pytest.raises(ValueError, match="lower-case words"):
-            registry.add(bad, _Toy)
+            registry.add(type("Bad", (_Toy,), {"name": bad}))
+    with pytest.raises(ValueError, match="sets no name"):
+        registry.add(type("Nameless", (_Toy,), {"name": ""}))
 
 
 def test_unknown_method_lists_installed_and_names_the_package(plugin_manager):
-    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add("toy", _Toy)), name="toys")
+    plugin_manager.register(_plugin(meshrec_register_methods=lambda registry: registry.add(_Toy)), name="toys")
     with pytest.raises(meshrec.UnknownMethodError, match=r"Installed methods: toy\..*meshrec-sahmr"):
         meshrec.load_method("sahmr")
     with pytest.raises(meshrec.UnknownMethodError, match="unknown method 'nonsense'. Installed methods: toy.$"):
@@ -175,7 +202,11 @@ def site(tmp_path_factory):
 
         @meshrec.hookimpl
         def meshrec_register_methods(registry):
-            registry.add("good", "good_plugin:Good", summary="good")
+            registry.add("good_plugin:Good")
+
+        class Good(meshrec.Method):
+            name = "good"
+            summary = "good"
     """)
     return site
 

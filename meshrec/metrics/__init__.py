@@ -7,7 +7,7 @@ report millimetres. The protocols are compared in docs/metrics.md.
 
 >>> from meshrec import metrics
 >>> metrics.pa_mpjpe(pred_joints, gt_joints) * 1000          # (B,) millimetres
->>> evaluator = metrics.evaluator("3dpw-mmhuman3d", body_models="~/body_models")
+>>> evaluator = metrics.evaluator("3dpw-mmhuman3d", body_model="~/body_models")
 """
 
 from meshrec.metrics.evaluators import (

@@ -1,7 +1,7 @@
 """Evaluators: accumulate predictions and ground truth over a dataset and report a named protocol
 (:mod:`meshrec.metrics.protocols`, compared in docs/metrics.md).
 
->>> evaluator = meshrec.metrics.evaluator("3dpw-mmhuman3d", body_models="~/body_models")
+>>> evaluator = meshrec.metrics.evaluator("3dpw-mmhuman3d", body_model="~/body_models")
 >>> for batch in loader:                      # the method plugin's dataset reader
 ...     evaluator.update_smpl(pred=batch_pred_params, target=batch_gt_params, gender=batch_gender)
 >>> evaluator.compute()                       # {"MPJPE": ..., "PA-MPJPE": ..., "num_samples": ...} (mm)
@@ -60,7 +60,7 @@ class Evaluator:
         self,
         protocol: str | Protocol,
         joint_regressor: np.ndarray | torch.Tensor | str | Path | None = None,
-        body_models: str | Path | BodyModelSet | None = None,
+        body_model: str | Path | BodyModelSet | None = None,
         input_unit: str = "m",
     ) -> None:
         self.protocol = get_protocol(protocol)
@@ -68,7 +68,7 @@ class Evaluator:
             raise ValueError(f"input_unit must be 'm' or 'mm', got {input_unit!r}")
         self.to_mm = _UNITS[input_unit]
         self.to_m = self.to_mm / 1000.0
-        self.body_models = body_models if isinstance(body_models, BodyModelSet) else BodyModelSet(body_models)
+        self.body_models = body_model if isinstance(body_model, BodyModelSet) else BodyModelSet(body_model)
         self._regressor_source = joint_regressor
         self._regressor: torch.Tensor | None = None
         self.reset()
@@ -83,7 +83,7 @@ class Evaluator:
 
     @property
     def joint_regressor(self) -> torch.Tensor:
-        """The (J, V) float64 regressor of the protocol (given, or loaded from ``body_models``)."""
+        """The (J, V) float64 regressor of the protocol (given, or loaded from ``body_model``)."""
         if self._regressor is None:
             source = self._regressor_source
             if source is None or isinstance(source, (str, Path)):
@@ -530,7 +530,7 @@ def evaluator(protocol: str | Protocol = "standard", **kwargs: Any) -> Evaluator
     """An evaluator for a named protocol (see :func:`meshrec.metrics.list_protocols`).
 
     Keyword arguments go to the evaluator: ``joint_regressor`` (array, or a path; default: the
-    protocol's file found in ``body_models``), ``body_models`` (folder of the SMPL files, for
+    protocol's file found in ``body_model``), ``body_model`` (folder of the SMPL files, for
     :meth:`JointMeshEvaluator.update_smpl` and regressor loading), ``input_unit`` ("m" or "mm").
     """
     protocol = get_protocol(protocol)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -67,26 +66,36 @@ class TemplatePlacement(nn.Module):
 
 
 class TemplateBaseline(meshrec.Method):
+    """The template body standing upright in each box (a baseline, and the plugin template).
+
+    Everything meshrec needs to know about the method is declared here: name, summary, inputs,
+    options. ``plugin.py`` only points the registry at this class.
+    """
+
     name = "example"
-    summary = "template body standing upright in each box"
+    summary = "template body standing upright in each box (baseline; the plugin template)"
     inputs = frozenset({meshrec.Input.IMAGE})
     optional_inputs = frozenset({meshrec.Input.BBOX, meshrec.Input.CAMERA})
     needs_checkpoint = False
     batch_size = 64
     joint_names = SMPL_OUTPUT_JOINT_NAMES
+    options = (
+        meshrec.Option("refinements", 3, "corrections of depth and centre from the projected box", type=int),
+    )
 
     @classmethod
-    def build(cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device, **config: Any):
-        if config:
-            raise TypeError(f"method 'example' takes no options, got {sorted(config)}")
+    def build(cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device,
+              refinements: int) -> "TemplateBaseline":
         if checkpoint is not None:
             raise meshrec.CheckpointError("method 'example' has no weights; do not pass a checkpoint")
+        if refinements < 0:
+            raise ValueError(f"refinements must be >= 0, got {refinements}")
         rotation = UPRIGHT_FACING_CAMERA.to(device=device, dtype=body_model.v_template.dtype)
         rest = body_model(global_orient=rotation[None], body_pose=cls._identity_pose(body_model, 1),
                           betas=torch.zeros(1, body_model.num_betas, dtype=rotation.dtype, device=device),
                           pose2rot=False)
-        model = TemplatePlacement(rest.vertices[0].detach()).to(device)
-        method = cls(model, body_model, device)
+        model = TemplatePlacement(rest.vertices[0].detach(), refinements).to(device)
+        method = cls(model, body_model, device, refinements=refinements)
         method.rest_vertices = rest.vertices[0].detach()
         method.rest_joints = rest.joints[0].detach()
         method.rotation = rotation
@@ -99,26 +108,29 @@ class TemplateBaseline(meshrec.Method):
 
     def predict_batch(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
         dtype = self.rest_vertices.dtype
-        predictions = []
-        for sample in samples:
+        transl, cameras, owner = [], [], []
+        for index, sample in enumerate(samples):
             height, width = sample.image().shape[:2]
             camera = (torch.as_tensor(sample.camera, dtype=dtype) if sample.camera is not None
                       else default_camera(height, width).to(dtype))
             boxes = (torch.as_tensor(sample.bbox, dtype=dtype) if sample.bbox is not None
                      else torch.tensor([[0.0, 0.0, width, height]], dtype=dtype))
             camera, boxes = camera.to(self.device), boxes.to(self.device)
-            transl = self.model(boxes, camera)
-            people = len(boxes)
-            predictions.append(meshrec.Prediction(
-                vertices=self.rest_vertices + transl[:, None],
-                joints=self.rest_joints + transl[:, None],
-                global_orient=self.rotation.expand(people, 3, 3),
-                body_pose=self._identity_pose(self.body_model, people),
-                betas=torch.zeros(people, self.body_model.num_betas, dtype=dtype, device=self.device),
-                transl=transl,
-                scores=torch.ones(people, dtype=dtype, device=self.device),
-                faces=self.body_model.faces_tensor,
-                joint_names=self.joint_names,
-                extras={"camera": camera},
-            ))
-        return predictions
+            transl.append(self.model(boxes, camera))
+            cameras.append(camera.expand(len(boxes), 3, 3))
+            owner += [index] * len(boxes)
+        transl = torch.cat(transl)
+        people = len(transl)
+        everyone = meshrec.Prediction(
+            vertices=self.rest_vertices + transl[:, None],
+            joints=self.rest_joints + transl[:, None],
+            global_orient=self.rotation.expand(people, 3, 3),
+            body_pose=self._identity_pose(self.body_model, people),
+            betas=torch.zeros(people, self.body_model.num_betas, dtype=dtype, device=self.device),
+            transl=transl,
+            scores=torch.ones(people, dtype=dtype, device=self.device),
+            faces=self.body_model.faces_tensor,
+            joint_names=self.joint_names,
+            extras={"camera": torch.cat(cameras)},
+        )
+        return everyone.split(torch.tensor(owner), len(samples))

@@ -5,8 +5,4 @@ import meshrec
 
 @meshrec.hookimpl
 def meshrec_register_methods(registry):
-    registry.add(
-        "example",
-        "meshrec_example.method:TemplateBaseline",
-        summary="template body standing upright in each box (baseline; the plugin template)",
-    )
+    registry.add("meshrec_example.method:TemplateBaseline")

@@ -61,11 +61,26 @@ def test_whole_image_and_default_camera(example):
     assert abs(projected[:, 1].min().item()) < 0.05 and abs(projected[:, 1].max().item() - 300) < 0.05
 
 
-def test_no_options_and_no_checkpoint(plugin_manager, tmp_path):
+def test_declared_options_and_no_checkpoint(plugin_manager, tmp_path):
     plugin_manager.register(plugin, name="example")
-    with pytest.raises(TypeError, match="takes no options"):
-        meshrec.load_method("example", body_model=synthetic_smpl(), device="cpu", size=3)
+    with pytest.raises(TypeError, match=r"has no option 'refinement'.*did you mean 'refinements'.*refinements \(default 3\)"):
+        meshrec.load_method("example", body_model=synthetic_smpl(), device="cpu", refinement=3)
+    with pytest.raises(ValueError, match="refinements"):
+        meshrec.load_method("example", body_model=synthetic_smpl(), device="cpu", refinements="many")
+    method = meshrec.load_method("example", body_model=synthetic_smpl(), device="cpu", refinements="0")
+    assert method.options == {"refinements": 0} and method.model.refinements == 0
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"0")
     with pytest.raises(meshrec.CheckpointError, match="has no weights"):
         meshrec.load_method("example", checkpoint=weights, body_model=synthetic_smpl(), device="cpu")
+
+
+def test_people_of_a_batch_go_back_to_their_images(example):
+    images = [np.zeros((200, 300, 3), dtype=np.uint8)] * 3
+    boxes = [np.array([[10, 10, 50, 150], [100, 20, 40, 120]], dtype=np.float64),
+             np.array([[50, 30, 60, 160]], dtype=np.float64), None]
+    predictions = meshrec.predict(images, method=example, bbox=boxes, batch_size=3)
+    assert [p.num_people for p in predictions] == [2, 1, 1]
+    alone = meshrec.predict(images[1], method=example, bbox=boxes[1])
+    torch.testing.assert_close(predictions[1].vertices, alone.vertices)
+    assert predictions[0].extras["camera"].shape == (2, 3, 3)

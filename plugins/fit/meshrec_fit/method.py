@@ -19,7 +19,24 @@ from meshrec_fit.scene import GroundPlane, SceneSDF
 
 __all__ = ["Fit"]
 
-_WEIGHT_OPTIONS = {f.name for f in fields(FitConfig)} - {"pose_hypotheses"}
+def _float_tuple(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(float(item) for item in value)
+
+
+def _fit_config_options() -> tuple[meshrec.Option, ...]:
+    """One option per FitConfig field (weights, iterations, optimizer); None keeps the schedule's value."""
+    defaults = FitConfig()
+    options = []
+    for f in fields(FitConfig):
+        if f.name == "pose_hypotheses":
+            continue
+        default = getattr(defaults, f.name)
+        options.append(meshrec.Option(
+            f.name, None, f"FitConfig.{f.name} (default: the schedule's; 'default' has {default!r})",
+            type=_float_tuple if isinstance(default, tuple) else type(default)))
+    return tuple(options)
 
 
 class Fit(meshrec.Method):
@@ -31,40 +48,40 @@ class Fit(meshrec.Method):
     image, or a camera, is then required). Without a refined prediction each person starts
     upright, placed from the 2D torso (:func:`meshrec_fit.fitting.initial_placement`).
 
-    Options (``meshrec.load_method("fit", ..., option=value)``):
-        keypoint_layout: "coco17" (default), "openpose25" or "h36m17" (the latter needs
-            ``J_regressor_h36m.npy`` next to the SMPL files).
-        schedule: "default", or "fast" (fewer iterations).
-        ground_plane: (a, b, c, d) with the floor a x + b y + c z + d = 0 in the camera frame,
-            (a, b, c) pointing up out of the floor: adds floor penetration and foot contact terms.
-        scene_sdf: (sdf (X, Y, Z), grid_min, grid_max), the scene's signed-distance grid in the
-            camera frame (PROX / SA-HMR layout): adds a scene penetration term.
-        progress: show the optimisation's progress bar.
-        any :class:`~meshrec_fit.fitting.FitConfig` field (weights, iterations, optimizer).
+    Options: see ``options`` below (``meshrec.load_method("fit", ..., option=value)``).
     """
 
     name = "fit"
-    summary = "SMPL fitted to 2D keypoints with priors and optional scene terms"
+    summary = "SMPL fitted to 2D keypoints (COCO-17, OpenPose-25, H36M-17) with priors and optional scene terms"
     inputs = frozenset()
     optional_inputs = frozenset({meshrec.Input.IMAGE, meshrec.Input.CAMERA, meshrec.Input.KEYPOINTS,
                                  meshrec.Input.KEYPOINT_SEQUENCE, meshrec.Input.SCENE})
     needs_checkpoint = False
     batch_size = 32
     joint_names = SMPL_OUTPUT_JOINT_NAMES
+    options = (
+        meshrec.Option("keypoint_layout", "coco17", "layout of the keypoints (h36m17 needs J_regressor_h36m.npy "
+                       "next to the SMPL files)", choices=("coco17", "openpose25", "h36m17")),
+        meshrec.Option("schedule", "default", "optimisation schedule ('fast': fewer iterations)",
+                       choices=("default", "fast")),
+        meshrec.Option("ground_plane", None, "(a, b, c, d): the floor a x + b y + c z + d = 0 in the camera frame, "
+                       "(a, b, c) pointing up: adds floor penetration and foot contact terms"),
+        meshrec.Option("scene_sdf", None, "(sdf (X, Y, Z), grid_min, grid_max): the scene's signed-distance grid "
+                       "in the camera frame (PROX / SA-HMR layout): adds a scene penetration term"),
+        meshrec.Option("progress", False, "show the optimisation's progress bar"),
+        *_fit_config_options(),
+    )
 
     @classmethod
     def build(cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device,
-              keypoint_layout: str = "coco17", schedule: str = "default", ground_plane: Any = None,
-              scene_sdf: Any = None, progress: bool = False, **options: Any) -> "Fit":
+              keypoint_layout: str, schedule: str, ground_plane: Any, scene_sdf: Any, progress: bool,
+              **weights: Any) -> "Fit":
         if checkpoint is not None:
             raise meshrec.CheckpointError("method 'fit' has no weights; do not pass a checkpoint")
-        unknown = set(options) - _WEIGHT_OPTIONS
-        if unknown:
-            raise TypeError(f"method 'fit' got unknown options {sorted(unknown)}; it takes keypoint_layout, schedule, "
-                            f"ground_plane, scene_sdf, progress and {sorted(_WEIGHT_OPTIONS)}")
         config = FitConfig.schedule(schedule)
-        for key, value in options.items():
-            setattr(config, key, value)
+        for key, value in weights.items():
+            if value is not None:
+                setattr(config, key, value)
         config.__post_init__()
         layout = get_layout(keypoint_layout)
         regressor = None
@@ -72,7 +89,8 @@ class Fit(meshrec.Method):
             location = body_model.model_file.parent if getattr(body_model, "model_file", None) else None
             regressor = torch.as_tensor(load_joint_regressor("J_regressor_h36m.npy", location))
         keypoint_model = KeypointModel(layout, regressor).to(device)
-        method = cls(keypoint_model, body_model, device, keypoint_layout=layout.name, progress=progress)
+        method = cls(keypoint_model, body_model, device, keypoint_layout=layout.name, schedule=schedule,
+                     ground_plane=ground_plane, scene_sdf=scene_sdf, progress=progress, **weights)
         method.fit_config = config
         method.scene = [GroundPlane.from_coefficients(ground_plane)] if ground_plane is not None else []
         if scene_sdf is not None:
@@ -115,21 +133,17 @@ class Fit(meshrec.Method):
 
     def _fit(self, keypoints: torch.Tensor, intrinsics: torch.Tensor, people: int | None, init: FitInit | None):
         return fit_smpl(self.body_model, self.model, keypoints, intrinsics, self.fit_config, people=people,
-                        init=init, scene_terms=self._scene_terms(), progress=self.config["progress"])
+                        init=init, scene_terms=self._scene_terms(), progress=self.options["progress"])
 
-    def _predictions(self, result, owners: list[int], count: int, source_dtype) -> list[meshrec.Prediction]:
-        predictions = []
-        owner = torch.as_tensor(owners, device=self.device)
-        for index in range(count):
-            mine = owner == index
-            predictions.append(meshrec.Prediction(
-                vertices=result.vertices[mine], joints=result.joints[mine], global_orient=result.global_orient[mine],
-                body_pose=result.body_pose[mine], betas=result.betas[mine], transl=result.transl[mine],
-                scores=torch.exp(-result.losses["reprojection"][mine] / (len(self.model.layout) * 100.0)),
-                faces=self.body_model.faces_tensor, joint_names=self.joint_names,
-                extras={"fit_losses": {name: value[mine] for name, value in result.losses.items()}},
-            ))
-        return predictions
+    def _predictions(self, result, owners: list[int], count: int) -> list[meshrec.Prediction]:
+        everyone = meshrec.Prediction(
+            vertices=result.vertices, joints=result.joints, global_orient=result.global_orient,
+            body_pose=result.body_pose, betas=result.betas, transl=result.transl,
+            scores=torch.exp(-result.losses["reprojection"] / (len(self.model.layout) * 100.0)),
+            faces=self.body_model.faces_tensor, joint_names=self.joint_names,
+            extras={"fit_losses": dict(result.losses)},
+        )
+        return everyone.split(torch.as_tensor(owners, device=self.device), count)
 
     def predict_batch(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
         # Fitting optimises with autograd, which meshrec.predict's inference mode would forbid.
@@ -148,7 +162,7 @@ class Fit(meshrec.Method):
                 intrinsics.append(self._intrinsics(sample, dtype).expand(len(observed), 3, 3))
                 owners += [index] * len(observed)
             result = self._fit(torch.cat(keypoints), torch.cat(intrinsics), None, None)
-            for sample, prediction in zip(singles, self._predictions(result, owners, len(singles), dtype)):
+            for sample, prediction in zip(singles, self._predictions(result, owners, len(singles))):
                 predictions[sample.index] = prediction
         for sample in samples:
             if sample.keypoint_sequence is None:
@@ -157,7 +171,7 @@ class Fit(meshrec.Method):
             frames, people = sequence.shape[:2]
             intrinsics = self._intrinsics(sample, dtype).expand(frames * people, 3, 3)
             result = self._fit(sequence.reshape(frames * people, *sequence.shape[2:]), intrinsics, people, None)
-            prediction = self._predictions(result, [0] * (frames * people), 1, dtype)[0]
+            prediction = self._predictions(result, [0] * (frames * people), 1)[0]
             prediction.extras["frames"] = frames
             predictions[sample.index] = prediction
         return [predictions[sample.index] for sample in samples]
@@ -183,7 +197,7 @@ class Fit(meshrec.Method):
             transl=torch.cat([p.transl for p in inits]).to(self.device, dtype),
         )
         result = self._fit(torch.cat(keypoints), torch.cat(intrinsics), None, init)
-        refined = self._predictions(result, owners, len(samples), dtype)
+        refined = self._predictions(result, owners, len(samples))
         for before, after in zip(predictions, refined):
             after.extras["refined_from"] = before.method
             after.method = f"{before.method}+fit"

@@ -144,9 +144,13 @@ def test_input_errors(fit):
 
 def test_option_errors(plugin_manager, smpl, tmp_path):
     plugin_manager.register(plugin, name="fit")
-    with pytest.raises(TypeError, match="unknown options \\['iterations'\\]"):
+    with pytest.raises(TypeError, match="method 'fit' has no option 'iterations'"):
         meshrec.load_method("fit", body_model=smpl, device="cpu", iterations=3)
-    with pytest.raises(ValueError, match="unknown fit schedule"):
+    method = meshrec.load_method("fit", body_model=smpl, device="cpu", schedule="fast", body_steps="7",
+                                 sigmas="500,50")
+    assert method.fit_config.body_steps == 7 and method.fit_config.sigmas == (500.0, 50.0)
+    assert method.fit_config.placement_steps == 8  # the fast schedule's, not overridden
+    with pytest.raises(ValueError, match="option 'schedule' of method 'fit' must be one of 'default', 'fast'"):
         meshrec.load_method("fit", body_model=smpl, device="cpu", schedule="slow")
     with pytest.raises(ValueError, match="optimizer must be"):
         meshrec.load_method("fit", body_model=smpl, device="cpu", optimizer="sgd")

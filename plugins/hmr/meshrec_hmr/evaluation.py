@@ -56,14 +56,14 @@ def _predicted_parameters(method: meshrec.Method, samples: list[meshrec.Sample])
             "betas": torch.cat([p.betas for p in predictions])}
 
 
-def evaluate_pw3d(method: meshrec.Method, data_root: Path, body_models: Path | None, batch_size: int, progress: bool,
+def evaluate_pw3d(method: meshrec.Method, data_root: Path, body_model: Path | None, batch_size: int, progress: bool,
                   annotations: str | Path | None = None, limit: int | None = None, **options: Any) -> dict[str, Any]:
     """Runs ``method`` on the 3DPW test set and returns MPJPE, PA-MPJPE and PVE in mm.
 
     Args:
         method: a loaded single-person image method (``hmr``).
         data_root: the 3DPW folder (with ``imageFiles/``).
-        body_models: folder of the SMPL files (male, female, neutral) and ``J_regressor_h36m.npy``.
+        body_model: folder of the SMPL files (male, female, neutral) and ``J_regressor_h36m.npy``.
         batch_size: frames per batch.
         progress: show a progress bar.
         annotations: the HumanData file, if not in the usual places (see ``find_pw3d_annotations``).
@@ -74,7 +74,7 @@ def evaluate_pw3d(method: meshrec.Method, data_root: Path, body_models: Path | N
     path = find_pw3d_annotations(Path(data_root), annotations)
     data = read_pw3d_humandata(path)
     count = len(data) if limit is None else min(int(limit), len(data))
-    evaluator = make_evaluator(PROTOCOL, body_models=body_models)
+    evaluator = make_evaluator(PROTOCOL, body_model=body_model)
     with tqdm(total=count, disable=not progress, unit="frame", desc="3DPW") as bar:
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -29,10 +28,7 @@ class HMR(meshrec.Method):
     crop camera becomes a camera-frame translation with the image's intrinsics (or
     :func:`meshrec.camera.default_intrinsics`), see :mod:`meshrec.camera`.
 
-    Options (``meshrec.load_method("hmr", ..., option=value)``):
-        bbox_scale: square side over the box's longer side (1.25, mmhuman3d's inference API;
-            its 3DPW evaluation uses the dataset's boxes as they are, 1.0).
-        trust_checkpoint: unpickle the checkpoint fully (only for files you trust).
+    Options: see ``options`` below (``meshrec.load_method("hmr", ..., option=value)``).
     """
 
     name = "hmr"
@@ -46,20 +42,24 @@ class HMR(meshrec.Method):
     )
     batch_size = 16
     joint_names = SMPL_OUTPUT_JOINT_NAMES
+    options = (
+        meshrec.Option("bbox_scale", 1.25, "square crop side over the box's longer side (mmhuman3d's "
+                       "inference API: 1.25; its 3DPW evaluation uses the dataset's boxes as they are: 1.0)",
+                       type=float),
+        meshrec.Option("trust_checkpoint", False, "unpickle the checkpoint fully (only for files you trust)"),
+    )
 
     @classmethod
     def build(cls, checkpoint: Path | None, body_model: nn.Module | None, device: torch.device,
-              bbox_scale: float = 1.25, trust_checkpoint: bool = False, **config: Any) -> "HMR":
-        if config:
-            raise TypeError(f"method 'hmr' got unknown options {sorted(config)}; it takes bbox_scale, trust_checkpoint")
+              bbox_scale: float, trust_checkpoint: bool) -> "HMR":
         if not bbox_scale > 0:
             raise ValueError(f"bbox_scale must be positive, got {bbox_scale}")
         network = load_hmr_network(checkpoint, trust=trust_checkpoint).to(device).eval()
-        return cls(network, body_model, device, bbox_scale=float(bbox_scale))
+        return cls(network, body_model, device, bbox_scale=bbox_scale, trust_checkpoint=trust_checkpoint)
 
     @property
     def bbox_scale(self) -> float:
-        return self.config["bbox_scale"]
+        return self.options["bbox_scale"]
 
     def regress(self, samples: list[meshrec.Sample], bbox_scale: float | None = None) -> dict[str, torch.Tensor]:
         """Network outputs for every person box of ``samples``, concatenated.
@@ -97,17 +97,12 @@ class HMR(meshrec.Method):
                                body_pose=rotmat[:, 1:].to(dtype), pose2rot=False)
         transl = weak_perspective_to_translation(out["cam"].double(), out["centres"], out["sides"],
                                                  out["intrinsics"]).to(dtype)
-        vertices = body.vertices + transl[:, None]
-        joints = body.joints + transl[:, None]
-        predictions = []
-        for index in range(len(samples)):
-            mine = out["owner"] == index
-            predictions.append(meshrec.Prediction(
-                vertices=vertices[mine], joints=joints[mine], global_orient=rotmat[mine, 0],
-                body_pose=rotmat[mine, 1:], betas=betas[mine], transl=transl[mine],
-                scores=torch.ones(int(mine.sum()), device=self.device), faces=self.body_model.faces_tensor,
-                joint_names=self.joint_names,
-                extras={"crop_camera": out["cam"][mine], "crop_centre": out["centres"][mine],
-                        "crop_size": out["sides"][mine], "intrinsics": out["intrinsics"][mine]},
-            ))
-        return predictions
+        everyone = meshrec.Prediction(
+            vertices=body.vertices + transl[:, None], joints=body.joints + transl[:, None],
+            global_orient=rotmat[:, 0], body_pose=rotmat[:, 1:], betas=betas, transl=transl,
+            scores=torch.ones(len(betas), device=self.device), faces=self.body_model.faces_tensor,
+            joint_names=self.joint_names,
+            extras={"crop_camera": out["cam"], "crop_centre": out["centres"], "crop_size": out["sides"],
+                    "intrinsics": out["intrinsics"]},
+        )
+        return everyone.split(out["owner"], len(samples))

@@ -5,8 +5,7 @@ import meshrec
 
 @meshrec.hookimpl
 def meshrec_register_methods(registry):
-    registry.add("hmr", "meshrec_hmr.method:HMR",
-                 summary="HMR (ResNet-50, iterative regression), mmhuman3d / GTA-Human checkpoints")
+    registry.add("meshrec_hmr.method:HMR")
 
 
 @meshrec.hookimpl

@@ -91,7 +91,7 @@ def test_errors(plugin_manager, hmr_checkpoint, body_models_dir, tmp_path, monke
     plugin_manager.register(plugin, name="hmr")
     with pytest.raises(meshrec.CheckpointError, match="needs a checkpoint.*resnet50_hmr_gta"):
         meshrec.predict(image(), method="hmr", body_model=body_models_dir)
-    with pytest.raises(TypeError, match="unknown options"):
+    with pytest.raises(TypeError, match="no option .scale. .did you mean .bbox_scale"):
         meshrec.load_method("hmr", checkpoint=hmr_checkpoint, body_model=body_models_dir, device="cpu", scale=2)
     with pytest.raises(ValueError, match="bbox_scale must be positive"):
         meshrec.load_method("hmr", checkpoint=hmr_checkpoint, body_model=body_models_dir, device="cpu", bbox_scale=0)

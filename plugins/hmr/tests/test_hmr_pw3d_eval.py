@@ -43,7 +43,7 @@ def test_numbers_equal_a_direct_computation(plugin_manager, pw3d, hmr_checkpoint
     regressor, pelvis-aligned 14 joints, pooled, millimetres; PVE through the gendered model."""
     plugin_manager.register(plugin, name="hmr")
     method = meshrec.load_method("hmr", checkpoint=hmr_checkpoint, body_model=body_models_dir, device="cpu")
-    result = meshrec.evaluate(method, "pw3d", pw3d, body_models=body_models_dir, batch_size=4)["metrics"]
+    result = meshrec.evaluate(method, "pw3d", pw3d, body_model=body_models_dir, batch_size=4)["metrics"]
 
     data = read_pw3d_humandata(pw3d / "pw3d_test.npz")
     regressor = torch.as_tensor(np.load(body_models_dir / "J_regressor_h36m.npy"))
@@ -72,16 +72,16 @@ def test_missing_pieces_are_named(plugin_manager, pw3d, hmr_checkpoint, body_mod
     plugin_manager.register(plugin, name="hmr")
     method = meshrec.load_method("hmr", checkpoint=hmr_checkpoint, body_model=body_models_dir, device="cpu")
     with pytest.raises(FileNotFoundError, match="pw3d_test.npz not found"):
-        meshrec.evaluate(method, "pw3d", tmp_path, body_models=body_models_dir)
+        meshrec.evaluate(method, "pw3d", tmp_path, body_model=body_models_dir)
     with pytest.raises(meshrec.ImageReadError, match="does not exist"):
         (pw3d / "imageFiles" / "downtown_synthetic_00" / "image_00000.jpg").unlink()
-        meshrec.evaluate(method, "pw3d", pw3d, body_models=body_models_dir)
+        meshrec.evaluate(method, "pw3d", pw3d, body_model=body_models_dir)
     with pytest.raises(TypeError, match="takes annotations and limit"):
-        meshrec.evaluate(method, "pw3d", pw3d, body_models=body_models_dir, split="val")
+        meshrec.evaluate(method, "pw3d", pw3d, body_model=body_models_dir, split="val")
 
 
 def test_limit_evaluates_a_prefix(plugin_manager, pw3d, hmr_checkpoint, body_models_dir):
     plugin_manager.register(plugin, name="hmr")
-    result = meshrec.evaluate("hmr", "pw3d", pw3d, checkpoint=hmr_checkpoint, body_models=body_models_dir, device="cpu",
+    result = meshrec.evaluate("hmr", "pw3d", pw3d, checkpoint=hmr_checkpoint, body_model=body_models_dir, device="cpu",
                               limit=2)["metrics"]
     assert result["num_samples"] == 2 and not result["complete"]
