@@ -93,11 +93,11 @@ class MAHMRConfig:
 
 PRESETS: dict[str, MAHMRConfig] = {
     # MA-HMR configs/models/fov_kid.yaml: stage 3, the demo and every fine-tune
-    "mahmr_stage3": MAHMRConfig(dim_shape=11, use_fov=True, use_dn=False, keep_sat_lvl1_without_background=True),
+    "mahmr_stage3": MAHMRConfig(dim_shape=11, use_fov=True, use_dn=False),
     # configs/models/fov.yaml (stage 2)
-    "mahmr_stage2": MAHMRConfig(dim_shape=10, use_fov=True, use_dn=False, keep_sat_lvl1_without_background=True),
+    "mahmr_stage2": MAHMRConfig(dim_shape=10, use_fov=True, use_dn=False),
     # configs/models/default.yaml (stage 1; trained with denoising queries, hence dn_enc)
-    "mahmr_stage1": MAHMRConfig(dim_shape=10, use_fov=False, use_dn=True, keep_sat_lvl1_without_background=True),
+    "mahmr_stage1": MAHMRConfig(dim_shape=10, use_fov=False, use_dn=True),
     # SAT-HMR's default.yaml (sat_644.pth): fixed 60 degree FoV, depth output is the pelvis z
     "sat_644": MAHMRConfig(dim_shape=10, use_fov=False, use_dn=True, depth_output="pelvis"),
 }
