@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from meshrec.body import SMPL, JointRegressor, load_body_model_arrays
-from meshrec.testing import mannequin, synthetic_smpl_arrays, write_synthetic_smpl
+from meshrec.body import mannequin
+from meshrec.testing import synthetic_smpl_arrays, write_synthetic_smpl
 from meshrec.testing.fixtures import DEVICES
 
 smplx = pytest.importorskip("smplx")

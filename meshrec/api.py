@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
@@ -25,24 +26,35 @@ from meshrec.methods import Input, Method, Prediction, Sample
 from meshrec.plugins import get_plugin_manager
 from meshrec.registry import Registry
 
-__all__ = ["evaluate", "list_datasets", "list_methods", "load_method", "predict", "resolve_device"]
+__all__ = ["evaluate", "get_method_class", "list_datasets", "list_methods", "load_method", "predict", "resolve_device"]
 
-# Methods and datasets the project's own plugin packages provide, for "pip install ..." hints.
+# Methods and datasets the project's own plugin packages provide, for install hints. The
+# packages live in the meshrec repository (plugins/<folder>); they are not on PyPI yet.
 KNOWN_METHOD_PACKAGES = {
+    "example": "meshrec-example",
     "hmr": "meshrec-hmr",
     "fit": "meshrec-fit",
     "sahmr": "meshrec-sahmr",
     "mahmr": "meshrec-mahmr",
     "sathmr": "meshrec-mahmr",
     "egohmr": "meshrec-egohmr",
+    "prohmr-scene": "meshrec-egohmr",
     "motionbert": "meshrec-motionbert",
 }
 KNOWN_DATASET_PACKAGES = {
     "pw3d": "meshrec-hmr",
-    "rich": "meshrec-sahmr",
-    "prox": "meshrec-sahmr",
-    "egobody": "meshrec-egohmr",
+    "pw3d-motionbert": "meshrec-motionbert",
+    "rich-sahmr": "meshrec-sahmr",
+    "prox-sahmr": "meshrec-sahmr",
+    "egobody-egohmr": "meshrec-egohmr",
 }
+
+
+def install_hint(package: str) -> str:
+    """How to install one of the project's plugin packages."""
+    folder = package.removeprefix("meshrec-")
+    return (f"It is provided by the plugin package {package}: from a clone of the meshrec repository, "
+            f"pip install --no-build-isolation ./plugins/{folder}")
 
 
 def list_methods() -> list[str]:
@@ -61,18 +73,23 @@ def _lookup(registry: Registry, name: str, known_packages: dict[str, str], error
     if name in registry:
         return registry[name].load()
     installed = ", ".join(registry.names()) or "none"
-    message = f"unknown {registry.kind} {name!r}. Installed {registry.kind}s: {installed}."
+    message = f"unknown {registry.kind} {name!r}."
+    close = difflib.get_close_matches(name, [*registry.names(), *known_packages], n=1, cutoff=0.5)
+    if close and close[0] != name:
+        message += f" Did you mean {close[0]!r}?"
+    message += f" Installed {registry.kind}s: {installed}."
     package = known_packages.get(name)
     broken = [info for info in get_plugin_manager().plugins()
               if info.error and (info.name == name or (package is not None and info.distribution == package))]
     if broken:
         message += f" The plugin {broken[0].name!r} that provides it failed to load: {broken[0].error}."
     elif package:
-        message += f" It is provided by the plugin package {package}: pip install --no-build-isolation {package}"
+        message += " " + install_hint(package)
     raise error(message)
 
 
-def _method_class(name: str) -> type[Method]:
+def get_method_class(name: str) -> type[Method]:
+    """The :class:`Method` subclass registered as ``name`` (nothing is built)."""
     return _lookup(get_plugin_manager().methods(), name, KNOWN_METHOD_PACKAGES, UnknownMethodError)
 
 
@@ -123,7 +140,7 @@ def load_method(
         UnknownMethodError, CheckpointError, BodyModelNotFoundError: with what to do.
         TypeError: for an option the method does not declare.
     """
-    method_class = _method_class(name)
+    method_class = get_method_class(name)
     options = method_class.resolve_options(config)
     resolved_device = resolve_device(device)
     checkpoint_path = None
@@ -338,10 +355,10 @@ def predict(
             raise TypeError(f"unexpected keyword arguments for an already loaded method: {sorted(per_input)}")
         method_class = type(method)
     else:
-        method_class = _method_class(method)
+        method_class = get_method_class(method)
     refiner_class = None
     if refine is not None:
-        refiner_class = type(refine) if isinstance(refine, Method) else _method_class(refine)
+        refiner_class = type(refine) if isinstance(refine, Method) else get_method_class(refine)
     accepted = method_class.accepted_inputs() | (refiner_class.accepted_inputs() if refiner_class else frozenset())
     unused = [key for key, value in extras.items() if value is not None and Input(key) not in accepted]
     if unused:

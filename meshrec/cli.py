@@ -151,9 +151,13 @@ def _command_eval(args: argparse.Namespace) -> int:
 
 
 def _command_demo(args: argparse.Namespace) -> int:
-    from meshrec.demo import run_demo
+    from meshrec.api import get_method_class
 
-    run_demo(out=args.out, fast=args.fast, body_model=args.body_models, progress=args.progress)
+    demo_of = get_method_class(args.method)
+    try:
+        demo_of.demo(out=Path(args.out), fast=args.fast, body_model=args.body_models, progress=args.progress)
+    except NotImplementedError as error:
+        raise SystemExit(f"meshrec demo: {error}; `meshrec demo` runs the 'fit' method's demo") from None
     return 0
 
 
@@ -200,7 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_command_eval)
 
     demo = commands.add_parser("demo", help="fit SMPL to noisy keypoints of a person in a synthetic scene, "
-                               "with and without scene terms; no download")
+                               "with and without scene terms; no download (the meshrec-fit plugin's demo)")
+    demo.add_argument("--method", default="fit", help="whose demo to run (default: fit)")
     demo.add_argument("--out", default="meshrec-demo", help="output folder (default: ./meshrec-demo)")
     demo.add_argument("--fast", action="store_true", help="shorter optimisation (CI); worse numbers")
     demo.add_argument("--body-models", help="folder with your SMPL files (default: the usual search order)")

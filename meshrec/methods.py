@@ -396,6 +396,12 @@ class Method:
         raise NotImplementedError(f"method {self.name!r} cannot refine predictions")
 
     @classmethod
+    def demo(cls, out: Path, fast: bool = False, body_model: Any = None, progress: bool | None = None) -> dict[str, Any]:
+        """Runs the method's self-contained demo (``meshrec demo --method NAME``), writing into
+        ``out``; returns its numbers. Methods with a demo override this; the default refuses."""
+        raise NotImplementedError(f"method {cls.name!r} has no demo")
+
+    @classmethod
     def accepted_inputs(cls) -> frozenset[Input]:
         return cls.inputs | cls.optional_inputs
 

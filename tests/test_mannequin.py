@@ -1,4 +1,4 @@
-"""Tests of the synthetic SMPL-format body models (meshrec.testing.mannequin)."""
+"""Tests of the synthetic SMPL-format body models (meshrec.body.mannequin)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,7 @@ import pytest
 import scipy.sparse
 from scipy.sparse.csgraph import connected_components
 
-try:
-    from meshrec.testing import mannequin
-except Exception:  # meshrec.testing not importable yet: load the file directly
-    _path = Path(__file__).resolve().parents[1] / "meshrec" / "testing" / "mannequin.py"
-    _spec = importlib.util.spec_from_file_location("_mannequin_under_test", _path)
-    mannequin = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = mannequin
-    _spec.loader.exec_module(mannequin)
+from meshrec.body import constants, mannequin
 
 V, F = 6890, 13776
 
@@ -94,17 +87,23 @@ def test_smpl_keys_shapes_dtypes(gender):
         assert np.array_equal(sym[sym], np.arange(V))
 
 
-def test_constants():
-    assert len(mannequin.SMPL_JOINT_NAMES) == 24 and len(mannequin.SMPL_PARENTS) == 24
-    assert len(mannequin.SMPLH_JOINT_NAMES) == 52 and len(mannequin.SMPLH_PARENTS) == 52
-    assert mannequin.SMPLH_JOINT_NAMES[22:25] == ("left_index1", "left_index2", "left_index3")
-    assert mannequin.SMPLH_JOINT_NAMES[34] == "left_thumb1"
-    assert mannequin.SMPLH_JOINT_NAMES[37] == "right_index1"
-    assert mannequin.SMPLH_PARENTS[22] == 20 and mannequin.SMPLH_PARENTS[23] == 22
-    assert mannequin.SMPLH_PARENTS[37] == 21 and mannequin.SMPLH_PARENTS[51] == 50
+def test_names_and_landmarks_are_the_body_constants():
+    """The mannequin writes SMPL's layout: its joint names and landmark vertex ids are
+    meshrec.body.constants' (one copy), and its kinematic trees follow those names."""
+    assert mannequin.SMPL_JOINT_NAMES is constants.SMPL_JOINT_NAMES
+    assert mannequin.SMPLH_JOINT_NAMES is constants.SMPLH_JOINT_NAMES
+    assert mannequin.VERTEX_LANDMARKS == dict(constants.SMPL_VERTEX_JOINTS)
+    arrays = mannequin.make_smpl_arrays()
+    assert tuple(int(p) if p < 2**31 else -1 for p in arrays["kintree_table"][0]) == mannequin.SMPL_PARENTS
+    names, parents = constants.SMPLH_JOINT_NAMES, mannequin.SMPLH_PARENTS
+    assert len(parents) == len(names) == 52
+    for child, parent in enumerate(parents[22:], start=22):
+        side, joint = names[child].split("_", 1)
+        if joint.endswith("1"):
+            assert names[parent] == f"{side}_wrist", names[child]
+        else:
+            assert names[parent] == f"{side}_{joint[:-1]}{int(joint[-1]) - 1}", names[child]
     assert len(mannequin.H36M_JOINT_NAMES) == 17 and len(mannequin.EXTRA_JOINT_NAMES) == 9
-    assert len(mannequin.VERTEX_LANDMARKS) == 21
-    assert mannequin.VERTEX_LANDMARKS["nose"] == 332
 
 
 def test_invalid_gender():
@@ -155,7 +154,7 @@ def test_landmarks(smpl):
         eye, ear = lm[side + "_eye"], lm[side + "_ear"]
         assert sign * eye[0] > 0.015 and eye[1] > lm["nose"][1] and eye[2] > 0.08
         assert sign * ear[0] > 0.06 and abs(ear[1] - lm["nose"][1]) < 0.05 and abs(ear[2]) < 0.05
-        big, small, heel = lm[side + "_bigtoe"], lm[side + "_smalltoe"], lm[side + "_heel"]
+        big, small, heel = lm[side + "_big_toe"], lm[side + "_small_toe"], lm[side + "_heel"]
         for p in (big, small, heel):
             assert p[1] < -1.1 and sign * p[0] > 0.05
         assert big[2] > heel[2] + 0.2 and small[2] > heel[2] + 0.2
@@ -197,7 +196,7 @@ def test_skinning_weights(smpl):
     lm = mannequin.VERTEX_LANDMARKS
     assert dominant[lm["nose"]] == 15
     assert dominant[lm["left_index"]] == 22 and dominant[lm["right_pinky"]] == 23
-    assert dominant[lm["left_heel"]] == 7 and dominant[lm["right_bigtoe"]] == 11
+    assert dominant[lm["left_heel"]] == 7 and dominant[lm["right_big_toe"]] == 11
     # every joint drives some vertices, and the blending is smooth along edges
     assert set(np.unique(dominant)) == set(range(24))
     edges = _surface_edges(smpl)

@@ -117,7 +117,7 @@ def test_hook_meshrec_register_datasets(plugin_manager, tmp_path):
     assert json.loads(out.read_text())["metrics"]["mpjpe"] == 12.5
     with pytest.raises(meshrec.UnknownDatasetError, match="Installed datasets: toyset"):
         meshrec.evaluate("toy", "nope", tmp_path)
-    with pytest.raises(meshrec.UnknownDatasetError, match="pip install --no-build-isolation meshrec-hmr"):
+    with pytest.raises(meshrec.UnknownDatasetError, match=r"pip install --no-build-isolation \./plugins/hmr"):
         meshrec.evaluate("toy", "pw3d", tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         meshrec.evaluate("toy", "toyset", tmp_path / "missing")

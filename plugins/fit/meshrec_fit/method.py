@@ -97,6 +97,13 @@ class Fit(meshrec.Method):
             method.scene.append(SceneSDF.from_option(scene_sdf))
         return method
 
+    @classmethod
+    def demo(cls, out: Path, fast: bool = False, body_model: Any = None, progress: bool | None = None) -> dict[str, Any]:
+        """``meshrec demo``: see :mod:`meshrec_fit.demo`."""
+        from meshrec_fit.demo import run_demo
+
+        return run_demo(out=out, fast=fast, body_model=body_model, progress=progress)
+
     # -- checks -----------------------------------------------------------------------------------
     def check_sample(self, sample: meshrec.Sample) -> None:
         layout = self.model.layout

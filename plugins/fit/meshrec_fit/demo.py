@@ -29,7 +29,7 @@ from meshrec.camera import project
 from meshrec.errors import BodyModelNotFoundError
 from meshrec.io.meshes import write_obj, write_ply
 from meshrec.io.render import MeshLayer, PointLayer, orthographic_view, perspective_view, render
-from meshrec.testing.scenes import Box, FloorAndBoxes, look_at
+from meshrec_fit.demo_scene import Box, FloorAndBoxes, look_at
 
 __all__ = ["run_demo"]
 
@@ -54,11 +54,11 @@ def _body_model(location: str | Path | None) -> tuple[torch.nn.Module, str]:
         model = SMPL(location, gender="neutral", create_transl=False)
         return model, f"your SMPL model ({model.model_file})"
     except BodyModelNotFoundError as error:
-        from meshrec.testing import synthetic_smpl
+        from meshrec.body.mannequin import mannequin_smpl
 
         places = ", ".join(str(p) for p in meshrec.body.body_model_search_dirs(location))
         del error
-        return synthetic_smpl(create_transl=False), (
+        return mannequin_smpl(create_transl=False), (
             "meshrec's synthetic mannequin, a body-shaped stand-in with SMPL's layout (no SMPL files found in "
             f"{places}; see the README to use yours)")
 
@@ -151,10 +151,6 @@ def run_demo(out: str | Path = "meshrec-demo", fast: bool = False, body_model: s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if progress is None else progress
-    if "fit" not in meshrec.list_methods():
-        raise meshrec.UnknownMethodError(
-            "meshrec demo needs the 'fit' method of the meshrec-fit plugin: "
-            "pip install --no-build-isolation ./plugins/fit (from the meshrec repository)")
     body, body_description = _body_model(body_model)
     _say(f"body model: {body_description}")
 

@@ -1,6 +1,7 @@
-"""Synthetic, licence-free stand-ins for the SMPL / SMPL-H body models.
+"""meshrec's mannequin: synthetic, licence-free stand-ins for the SMPL / SMPL-H body models.
 
-SMPL model files are licensed and must never be used in tests.  This module
+Runtime data: the demo and ``meshrec predict`` use it when no SMPL files are found (see
+:func:`mannequin_smpl`), and tests use it instead of the licensed files.  This module
 generates *synthetic* body models that have exactly the keys, array shapes and
 dtypes of SMPL v1.0 (and SMPL-H) after unpickling, and that are body-shaped: the
 template mesh is a wooden-mannequin-like human in a T-pose, built from closed
@@ -38,9 +39,10 @@ Public API
 ``make_kid_template(seed=0) -> ndarray (6890, 3)``
 ``make_h36m_regressor(arrays) -> ndarray (17, 6890)``
 ``make_extra_regressor(arrays) -> ndarray (9, 6890)``
-and the constants ``SMPL_JOINT_NAMES``, ``SMPL_PARENTS``, ``SMPLH_JOINT_NAMES``,
-``SMPLH_PARENTS``, ``H36M_JOINT_NAMES``, ``EXTRA_JOINT_NAMES``,
-``VERTEX_LANDMARKS``, ``NUM_VERTICES``, ``NUM_FACES``.
+``mannequin_smpl(gender="neutral", ...) -> meshrec.body.SMPL`` (in memory, no file)
+and the constants ``SMPL_PARENTS``, ``SMPLH_PARENTS``, ``H36M_JOINT_NAMES``,
+``EXTRA_JOINT_NAMES``, ``VERTEX_LANDMARKS`` (joint names and landmark vertex ids are
+those of :mod:`meshrec.body.constants`).
 """
 
 from __future__ import annotations
@@ -54,15 +56,20 @@ from scipy.interpolate import PchipInterpolator
 from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 
+from meshrec.body.constants import (
+    NUM_SMPL_FACES as NUM_FACES,
+    NUM_SMPL_VERTICES as NUM_VERTICES,
+    SMPL_JOINT_NAMES,
+    SMPL_VERTEX_JOINTS,
+    SMPLH_JOINT_NAMES,
+)
+
 __all__ = [
-    "NUM_VERTICES",
-    "NUM_FACES",
-    "SMPL_JOINT_NAMES",
     "SMPL_PARENTS",
-    "SMPLH_JOINT_NAMES",
     "SMPLH_PARENTS",
     "H36M_JOINT_NAMES",
     "EXTRA_JOINT_NAMES",
+    "mannequin_smpl",
     "VERTEX_LANDMARKS",
     "make_smpl_arrays",
     "make_smplh_arrays",
@@ -75,24 +82,11 @@ __all__ = [
 # Constants
 # ---------------------------------------------------------------------------
 
-NUM_VERTICES = 6890
-NUM_FACES = 13776
 _ROOT_PARENT = 4294967295  # 2**32 - 1, how SMPL's kintree_table stores "no parent"
 
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
-    "spine2", "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot",
-    "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16,
                 17, 18, 19, 20, 21)
-
-_FINGERS = ("index", "middle", "pinky", "ring", "thumb")  # SMPL-H / MANO order
-SMPLH_JOINT_NAMES = SMPL_JOINT_NAMES[:22] + tuple(
-    f"{side}_{finger}{k}"
-    for side in ("left", "right") for finger in _FINGERS for k in (1, 2, 3))
+_FINGERS = ("index", "middle", "pinky", "ring", "thumb")  # SMPL-H / MANO order (constants.py's)
 
 
 def _smplh_parents():
@@ -117,29 +111,7 @@ EXTRA_JOINT_NAMES = (
 )
 
 #: Vertex ids that smplx (and 2D keypoint layouts built on it) read directly.
-VERTEX_LANDMARKS = {
-    "nose": 332,
-    "right_eye": 6260,
-    "left_eye": 2800,
-    "right_ear": 4071,
-    "left_ear": 583,
-    "left_bigtoe": 3216,
-    "left_smalltoe": 3226,
-    "left_heel": 3387,
-    "right_bigtoe": 6617,
-    "right_smalltoe": 6624,
-    "right_heel": 6787,
-    "left_thumb": 2746,
-    "left_index": 2319,
-    "left_middle": 2445,
-    "left_ring": 2556,
-    "left_pinky": 2673,
-    "right_thumb": 6191,
-    "right_index": 5782,
-    "right_middle": 5905,
-    "right_ring": 6016,
-    "right_pinky": 6133,
-}
+VERTEX_LANDMARKS = dict(SMPL_VERTEX_JOINTS)
 
 _J = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}
 _JH = {name: i for i, name in enumerate(SMPLH_JOINT_NAMES)}
@@ -804,8 +776,8 @@ def _topology():
     heel_z = fv[:, 2].min()
     floor = body.floor
     targets = {
-        "bigtoe": np.array([ft.end[0] - 0.022, floor + 0.014, toe_z]),
-        "smalltoe": np.array([ft.end[0] + 0.03, floor + 0.012, toe_z - 0.03]),
+        "big_toe": np.array([ft.end[0] - 0.022, floor + 0.014, toe_z]),
+        "small_toe": np.array([ft.end[0] + 0.03, floor + 0.012, toe_z - 0.03]),
         "heel": np.array([ft.start[0], floor + 0.012, heel_z]),
     }
     for key, tgt in targets.items():
@@ -1375,7 +1347,7 @@ def make_smpl_arrays(gender="neutral", num_betas=10, seed=0):
         "bs_style": "lbs",
         "bs_type": "lrotmin",
         "pose_training_info": {
-            "generator": "meshrec.testing.mannequin",
+            "generator": "meshrec.body.mannequin",
             "synthetic": True,
             "gender": gender,
             "seed": int(seed),
@@ -1522,3 +1494,32 @@ def make_extra_regressor(arrays):
     R[7] = _regress_point(v, *pts["jaw"])
     R[8] = _regress_point(v, *pts["head"])
     return R / R.sum(1, keepdims=True)
+
+
+def round_to_float32(arrays: dict) -> dict:
+    """Float arrays rounded to float32-representable values: smplx loads every model array through
+    float32, so only such arrays give bit-comparable float64 results in both libraries."""
+    rounded = {}
+    for key, value in arrays.items():
+        if scipy.sparse.issparse(value):
+            value = value.copy()
+            value.data = value.data.astype(np.float32).astype(np.float64)
+        elif isinstance(value, np.ndarray) and value.dtype == np.float64:
+            value = value.astype(np.float32).astype(np.float64)
+        rounded[key] = value
+    return rounded
+
+
+def mannequin_smpl(gender: str = "neutral", num_betas: int = 10, seed: int = 0, dtype=None, **kwargs):
+    """A :class:`meshrec.body.SMPL` on the mannequin's arrays, built in memory (no file).
+
+    Used where no SMPL files exist (the demo, methods run without licensed files). Arrays are
+    rounded to float32-representable values, as SMPL files loaded through float32 are.
+    ``kwargs`` go to :class:`meshrec.body.SMPL` (e.g. ``create_transl=False``).
+    """
+    import torch
+
+    from meshrec.body.smpl import SMPL
+
+    arrays = round_to_float32(make_smpl_arrays(gender=gender, num_betas=num_betas, seed=seed))
+    return SMPL(data_struct=arrays, gender=gender, num_betas=num_betas, dtype=dtype or torch.float32, **kwargs)
