@@ -22,6 +22,26 @@ from meshrec.hookspecs import hookimpl
 from meshrec.info import info
 from meshrec.methods import Input, Method, Option, Prediction, Sample
 
+# Submodules imported on first attribute access (``meshrec.body.SMPL`` right after
+# ``import meshrec``), so that ``import meshrec`` stays cheap.
+_LAZY_SUBMODULES = frozenset(
+    {"body", "camera", "datasets", "io", "metrics", "nn", "ops", "plugins", "rotations", "scene"})
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f"meshrec.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'meshrec' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _LAZY_SUBMODULES)
+
+
 __all__ = [
     "__version__",
     "BodyModelNotFoundError",

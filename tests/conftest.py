@@ -1,11 +1,11 @@
-"""Shared fixtures (from meshrec.testing.fixtures): synthetic body models, an isolated plugin
-manager, compiled-op skips."""
+"""Fixtures of the core's tests. The shared ones (synthetic body models, an isolated plugin
+manager, compiled-op skips) come from meshrec's pytest plugin, meshrec.testing.fixtures."""
 
 from __future__ import annotations
 
 import pytest
 
-from meshrec.testing.fixtures import body_models_dir, plugin_manager, requires_compiled_ops  # noqa: F401
+from meshrec.testing.fixtures import requires_compiled_ops
 
 
 @pytest.fixture

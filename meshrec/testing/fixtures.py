@@ -1,6 +1,8 @@
-"""pytest helpers for meshrec's and plugins' tests: device parametrisation, skips, fixtures.
+"""meshrec's pytest plugin: fixtures, device parametrisation and skips for meshrec's and plugins' tests.
 
-In a ``conftest.py``: ``from meshrec.testing.fixtures import plugin_manager  # noqa: F401``.
+Installed with meshrec as the ``pytest11`` entry point ``meshrec``, so every test suite run
+where meshrec is installed has the fixtures ``plugin_manager`` and ``body_models_dir`` without
+imports. Test support only: the runtime never imports this module.
 """
 
 from __future__ import annotations

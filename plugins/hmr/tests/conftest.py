@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hmr_checkpoints import mmhuman3d_hmr_state_dict, mmhuman3d_meta
-from meshrec.testing.fixtures import body_models_dir, plugin_manager  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -1,1 +1,0 @@
-from meshrec.testing.fixtures import plugin_manager  # noqa: F401
