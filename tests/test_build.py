@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +42,32 @@ def test_every_source_is_listed_once_with_the_right_kind():
             assert kind in {"core", "python"}, path
 
 
-def test_both_builds_read_the_source_list():
-    assert "csrc/sources.txt" in (REPOSITORY / "CMakeLists.txt").read_text()
+def test_setup_py_reads_the_source_list():
     assert '"sources.txt"' in (REPOSITORY / "setup.py").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_compiles_exactly_the_listed_sources(tmp_path):
+    """Configures the CMake build and reads what it will compile (compile_commands.json): the
+    listed core sources, every listed .cu when nvcc is found, and only C++ tests besides."""
+    configure = subprocess.run(
+        ["cmake", "-S", str(REPOSITORY), "-B", str(tmp_path), f"-DPython3_EXECUTABLE={sys.executable}"],
+        capture_output=True, text=True, timeout=600)
+    assert configure.returncode == 0, configure.stdout + configure.stderr
+    import json
+
+    compiled = {str(Path(entry["file"]).resolve().relative_to(REPOSITORY))
+                for entry in json.loads((tmp_path / "compile_commands.json").read_text())}
+    sources = listed_sources()
+    expected = {path for path, kind in sources.items() if kind == "core"}
+    if "CUDA kernels ON" in configure.stdout:
+        expected |= {path for path, kind in sources.items() if kind == "cuda"}
+    assert "torch ops library ON" in configure.stdout, configure.stdout
+    if "CUDA kernels ON" in configure.stdout and torch.version.cuda is not None:
+        expected |= {path for path, kind in sources.items() if kind == "cuda_binding"}
+    library = {path for path in compiled if not path.startswith("tests/")}
+    assert library == expected, f"CMake compiles {sorted(library ^ expected)} differently from csrc/sources.txt"
 
 
 def _includes(path: Path, seen: set[Path]) -> set[Path]:
