@@ -31,8 +31,9 @@ def build(implementation: str, model_file, device, monkeypatch):
         return smplx.SMPL(model_path=str(model_file.parent), data_struct=smplx.utils.Struct(**arrays),
                           create_transl=False).to(device)
     if implementation == "reference":
-        # The module's plain-PyTorch path (meshrec.body.lbs), as without the compiled library.
-        monkeypatch.setattr("meshrec.body.smpl.use_compiled", lambda tensor: False)
+        # The module on the ops' pure-PyTorch reference, as without the compiled library.
+        monkeypatch.setattr("meshrec.ops.smpl.use_compiled", lambda tensor: False)
+        monkeypatch.setattr("meshrec.rotations.use_compiled", lambda tensor: False)
     return SMPL(model_file, create_transl=False).to(device)
 
 

@@ -61,9 +61,26 @@ def float64_smplx(monkeypatch):
     monkeypatch.setattr(smplx.body_models, "to_np", to_np)
 
 
+@pytest.fixture(params=["compiled", "reference"])
+def backend(request, monkeypatch):
+    """Runs a test with the compiled kernels (skipped when meshrec._C is not in use) and with the
+    pure-PyTorch reference, by switching the one place that chooses (the op wrappers)."""
+    if request.param == "compiled":
+        from meshrec.testing.fixtures import requires_compiled_ops
+
+        requires_compiled_ops()
+    else:
+        import meshrec.ops.smpl
+        import meshrec.rotations
+
+        monkeypatch.setattr(meshrec.ops.smpl, "use_compiled", lambda tensor: False)
+        monkeypatch.setattr(meshrec.rotations, "use_compiled", lambda tensor: False)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("gender", ["neutral", "male", "female"])
-def test_matches_smplx_rotation_matrices(body_models_dir, dtype, gender):
+def test_matches_smplx_rotation_matrices(body_models_dir, backend, dtype, gender):
     ours = SMPL(body_models_dir, gender=gender, dtype=dtype)
     reference = smplx_model(smplx.SMPL, body_models_dir, ours.model_file, dtype, gender=gender)
     batch = 16
@@ -115,7 +132,7 @@ def test_kid_template_matches_smplx(body_models_dir, float64_smplx):
 
 
 @pytest.mark.parametrize("use_pca", [True, False])
-def test_smplh_matches_smplx(body_models_dir, exact_smplx_rodrigues, use_pca):
+def test_smplh_matches_smplx(body_models_dir, backend, exact_smplx_rodrigues, use_pca):
     dtype = torch.float64
     ours = SMPLH(body_models_dir, dtype=dtype, use_pca=use_pca, num_pca_comps=12)
     reference = smplx_model(smplx.SMPLH, body_models_dir, ours.model_file, dtype, use_pca=use_pca, num_pca_comps=12)
@@ -180,11 +197,23 @@ def test_broadcasting_and_defaults(body_models_dir):
     torch.testing.assert_close(few.vertices, model(betas=torch.nn.functional.pad(betas[:, :3], (0, 7))).vertices)
 
 
-def test_empty_batch(body_models_dir):
+def test_empty_batch(body_models_dir, backend):
     model = SMPL(body_models_dir)
     out = model(betas=torch.zeros(0, 10), body_pose=torch.zeros(0, 69), global_orient=torch.zeros(0, 3),
                 transl=torch.zeros(0, 3))
     assert out.vertices.shape == (0, 6890, 3) and out.joints.shape == (0, 45, 3)
+    # The module's batch-1 default parameters (betas, global_orient, transl) broadcast to batch 0.
+    out = model(body_pose=torch.zeros(0, 69), return_full_pose=True, return_shaped=True)
+    assert out.vertices.shape == (0, 6890, 3) and out.joints.shape == (0, 45, 3)
+    assert out.transl.shape == (0, 3) and out.betas.shape == (0, 10) and out.full_pose.shape == (0, 72)
+    assert out.v_shaped.shape == (0, 6890, 3)
+    mapped = SMPL(body_models_dir, joint_mapper=lambda joints: joints[:, :24])
+    rotations = torch.eye(3).expand(0, 24, 3, 3)
+    assert mapped(global_orient=rotations[:, :1], body_pose=rotations[:, 1:], pose2rot=False).joints.shape == (0, 24, 3)
+    rows = model(betas=torch.zeros(0, 10), v_template=model.v_template)  # a shared (V, 3) template too
+    assert rows.vertices.shape == (0, 6890, 3)
+    with pytest.raises(ValueError, match="batch sizes disagree"):
+        model(body_pose=torch.zeros(0, 69), betas=torch.zeros(2, 10))
 
 
 def test_translation_and_joint_mapper(body_models_dir):
@@ -281,3 +310,184 @@ def test_torch_compile_of_a_module_calling_smpl(body_models_dir):
 def test_all_official_names_are_searched():
     assert "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl" in smpl_file_names("neutral")
     assert "basicmodel_m_lbs_10_207_0_v1.1.0.pkl" in smpl_file_names("male")
+
+
+# ---- the kernels' arrays follow the module's buffers --------------------------------------------
+
+def _edited_arrays(arrays: dict, name: str) -> dict:
+    """The file's arrays with one of them changed as an in-place edit of the SMPL buffer would."""
+    import scipy.sparse
+
+    generator = np.random.default_rng(7)
+    arrays = dict(arrays)
+    if name == "v_template":
+        arrays[name] = arrays[name] + 0.02 * generator.standard_normal(arrays[name].shape)
+    elif name == "shapedirs":
+        arrays[name] = 1.5 * arrays[name][:, :, ::-1]
+    elif name == "posedirs":
+        arrays[name] = arrays[name] + 0.01 * generator.standard_normal(arrays[name].shape)
+    elif name == "J_regressor":
+        dense = arrays[name].toarray() if scipy.sparse.issparse(arrays[name]) else np.asarray(arrays[name])
+        arrays[name] = np.roll(dense, 40, axis=1)  # other vertices, another sparsity pattern
+    elif name == "weights":
+        weights = np.asarray(arrays[name]).copy()
+        weights[:, 3] += 0.5  # every vertex gains joint 3 (a wider sparse skinning)
+        arrays[name] = weights / weights.sum(axis=1, keepdims=True)
+    return arrays
+
+
+def _buffer_value(model: SMPL, name: str, arrays: dict) -> torch.Tensor:
+    """The module buffer's layout of the file array ``name``."""
+    import scipy.sparse
+
+    value = arrays[name]
+    value = value.toarray() if scipy.sparse.issparse(value) else np.asarray(value)
+    if name == "posedirs":
+        value = value.reshape(-1, value.shape[-1]).T
+    return torch.as_tensor(np.ascontiguousarray(value), dtype=model.v_template.dtype)
+
+
+@pytest.mark.parametrize("name", ["v_template", "shapedirs", "posedirs", "J_regressor", "weights"])
+def test_in_place_buffer_edits_are_seen(body_models_dir, backend, name):
+    """An in-place edit of a model buffer changes the next call as if the model had been built
+    from the edited arrays (before, the compiled kernels kept arrays derived at construction:
+    an edited v_template moved the vertices but not the joints; other edits were ignored)."""
+    arrays = load_body_model_arrays(body_models_dir / "SMPL_NEUTRAL.pkl")
+    edited = _edited_arrays(arrays, name)
+    model = SMPL(data_struct=arrays, dtype=torch.float64)
+    expected_model = SMPL(data_struct=edited, dtype=torch.float64)
+    pose = rodrigues(random_axis_angles(3, 24, torch.float64, seed=4))
+    kwargs = dict(betas=random_betas(3, 10, torch.float64), global_orient=pose[:, :1], body_pose=pose[:, 1:],
+                  pose2rot=False)
+    before = model(**kwargs)
+    buffer = "lbs_weights" if name == "weights" else name
+    with torch.no_grad():
+        getattr(model, buffer).copy_(_buffer_value(model, name, edited))
+    got, expected = model(**kwargs), expected_model(**kwargs)
+    assert not torch.allclose(got.joints, before.joints, atol=1e-6) or name in ("posedirs", "weights")
+    assert not torch.allclose(got.vertices, before.vertices, atol=1e-6)
+    torch.testing.assert_close(got.vertices, expected.vertices, atol=1e-12, rtol=0)
+    torch.testing.assert_close(got.joints, expected.joints, atol=1e-12, rtol=0)
+
+
+def test_replaced_buffers_and_parents_are_seen(body_models_dir, backend):
+    model = SMPL(body_models_dir, dtype=torch.float64)
+    pose = random_axis_angles(2, 24, torch.float64).reshape(2, 72)
+    kwargs = dict(global_orient=pose[:, :3], body_pose=pose[:, 3:])
+    model(**kwargs)
+    model.v_template = model.v_template + 0.1  # a new tensor, not an in-place edit
+    moved = model(**kwargs)
+    expected = SMPL(body_models_dir, dtype=torch.float64, v_template=model.v_template)(**kwargs)
+    torch.testing.assert_close(moved.vertices, expected.vertices, atol=1e-12, rtol=0)
+    torch.testing.assert_close(moved.joints, expected.joints, atol=1e-12, rtol=0)
+    with torch.no_grad():
+        model.extra_joints_idxs[0] = 0  # the nose joint now sits on vertex 0
+    torch.testing.assert_close(model(**kwargs).joints[:, 24], model(**kwargs).vertices[:, 0])
+
+
+def test_learnable_template_offset_fits_and_backends_agree(body_models_dir, backend):
+    """Fitting v_template offsets: the template as an nn.Parameter that an optimiser steps in
+    place. Each step's output equals a model built from the current template, and the gradient
+    reaches the template through the vertices and the rest joints."""
+    model = SMPL(body_models_dir, dtype=torch.float64, create_transl=False)
+    target = SMPL(body_models_dir, dtype=torch.float64, create_transl=False,
+                  v_template=model.v_template + 0.01 * torch.randn(6890, 3, dtype=torch.float64,
+                                                                   generator=torch.Generator().manual_seed(2)))
+    pose = random_axis_angles(2, 24, torch.float64, seed=5).reshape(2, 72) * 0.5
+    kwargs = dict(global_orient=pose[:, :3], body_pose=pose[:, 3:])
+    with torch.no_grad():
+        goal = target(**kwargs)
+    model.v_template = torch.nn.Parameter(model.v_template.clone())
+    optimiser = torch.optim.Adam([model.v_template], lr=2e-3)
+    losses = []
+    for _ in range(5):
+        out = model(**kwargs)
+        loss = (out.vertices - goal.vertices).square().sum() + (out.joints - goal.joints).square().sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+        fresh = SMPL(body_models_dir, dtype=torch.float64, create_transl=False, v_template=model.v_template.detach())
+        with torch.no_grad():
+            now, expected = model(**kwargs), fresh(**kwargs)
+        torch.testing.assert_close(now.joints, expected.joints, atol=1e-12, rtol=0)
+        torch.testing.assert_close(now.vertices, expected.vertices, atol=1e-12, rtol=0)
+    assert losses[-1] < 0.5 * losses[0]
+
+    def joints_of(template):
+        out = torch.func.functional_call(model, {"v_template": template}, kwargs=kwargs)
+        return out.vertices[:, ::211], out.joints
+
+    template = model.v_template.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(joints_of, (template,), fast_mode=True)
+
+
+def test_template_edited_under_no_grad_in_a_loop(body_models_dir, backend):
+    model = SMPL(body_models_dir, dtype=torch.float64)
+    start = model.v_template.clone()
+    for step in range(3):
+        with torch.no_grad():
+            model.v_template.add_(0.01)
+        out = model()
+        expected = SMPL(body_models_dir, dtype=torch.float64, v_template=start + 0.01 * (step + 1))()
+        torch.testing.assert_close(out.joints, expected.joints, atol=1e-12, rtol=0)
+
+
+def test_state_dict_and_device_moves_keep_the_arrays_in_step(body_models_dir, backend):
+    model = SMPL(body_models_dir, dtype=torch.float64)
+    other = SMPL(body_models_dir, gender="female", dtype=torch.float64)
+    pose = random_axis_angles(2, 23, torch.float64).reshape(2, 69)
+    model(body_pose=pose)
+    with torch.inference_mode():  # derived arrays rebuilt in inference mode still serve autograd later
+        model.load_state_dict(other.state_dict())
+        model(body_pose=pose)
+    betas = torch.zeros(1, 10, dtype=torch.float64, requires_grad=True)
+    out = model(body_pose=pose, betas=betas)
+    out.joints.sum().backward()
+    assert betas.grad is not None
+    torch.testing.assert_close(out.joints, other(body_pose=pose, betas=betas).joints, atol=1e-12, rtol=0)
+    single = model.float()
+    torch.testing.assert_close(single(body_pose=pose.float()).joints, other(body_pose=pose).joints.float(),
+                               atol=1e-5, rtol=0)
+
+
+def test_trainable_model_arrays_other_than_the_template_are_refused(body_models_dir):
+    model = SMPL(body_models_dir)
+    model.shapedirs.requires_grad_()
+    with pytest.raises(ValueError, match="shapedirs require a gradient.*v_template offset"):
+        model()
+    with torch.no_grad():
+        assert model().vertices.shape == (1, 6890, 3)
+
+
+def test_one_check_per_input_and_one_op_path(body_models_dir, backend, monkeypatch):
+    """The module checks each input once itself, then calls the ops' unchecked entries: the
+    public, checking wrappers (and their second round of checks) are not on its path."""
+    import sys
+
+    import meshrec.ops.smpl
+    import meshrec.rotations
+
+    model = SMPL(body_models_dir, dtype=torch.float64)
+    template = model.v_template.clone()
+    model(body_pose=torch.zeros(2, 69, dtype=torch.float64), v_template=template)  # derive the arrays first
+    checking = {function.__code__: name for name, function in (
+        ("rodrigues", meshrec.rotations.rodrigues), ("smpl_lbs", meshrec.ops.smpl.smpl_lbs),
+        ("joint_regression", meshrec.ops.smpl.joint_regression), ("_check_tensor", meshrec.ops.smpl._check_tensor))}
+    entered, checked = [], []
+
+    def profile(frame, event, arg):
+        if event == "call":
+            if frame.f_code in checking:
+                entered.append(checking[frame.f_code])
+            elif frame.f_code is SMPL._check_input.__code__:
+                checked.append(frame.f_locals["name"])
+
+    sys.setprofile(profile)
+    try:
+        out = model(body_pose=torch.zeros(2, 69, dtype=torch.float64), v_template=template)
+    finally:
+        sys.setprofile(None)
+    assert out.vertices.shape == (2, 6890, 3)
+    assert entered == []
+    assert sorted(checked) == ["betas", "body_pose", "global_orient", "transl", "v_template"]

@@ -14,10 +14,18 @@ all on the side of clearer behaviour:
 - Axis-angle goes through the exact Rodrigues formula (smplx perturbs the angle by 1e-8).
 - ``v_shaped`` is returned only with ``return_shaped=True`` (smplx's SMPL-X keyword).
 
-With the compiled library in use (:mod:`meshrec.extension`), the forward pass runs on the fused
-SMPL kernels (:func:`meshrec.ops.smpl_lbs`): one op for blend shapes, kinematics, skinning, the
-vertex joints and the translation, with a backward for betas, poses, translation and template.
-Otherwise it runs the plain-PyTorch path of :mod:`meshrec.body.lbs` (the reference).
+The forward pass is one call of the SMPL op (:func:`meshrec.ops.smpl_lbs`: blend shapes,
+kinematics, skinning, the vertex joints and the translation, with a backward for betas, poses,
+translation and template), after the module has checked its inputs once. The op runs the fused
+compiled kernels when the library is in use (:mod:`meshrec.extension`) and its pure-PyTorch
+reference (:mod:`meshrec.ops.reference.smpl`) otherwise; the module itself has no second path.
+
+The kernels read the model in their own layout (folded joint regressor, sparse skinning weights,
+packed blend shapes), derived from the module's buffers. The derivation follows the buffers:
+editing ``v_template``, ``shapedirs``, ``posedirs``, ``J_regressor``, ``lbs_weights``,
+``parents`` or ``extra_joints_idxs`` in place (or replacing them, or ``load_state_dict``) is
+seen at the next call, which re-derives what depends on the changed buffer. A ``v_template``
+that requires a gradient (an ``nn.Parameter``) is differentiated through.
 """
 
 from __future__ import annotations
@@ -40,11 +48,18 @@ from meshrec.body.files import (
     smpl_file_names,
     smplh_file_names,
 )
-from meshrec.body.lbs import lbs
-from meshrec.extension import use_compiled
-from meshrec.ops import SMPLArrays, SparseRegressor, prepare_smpl_arrays
-from meshrec.rotations import rodrigues
-from meshrec.ops.smpl import _smpl_lbs_compiled
+from meshrec.ops.smpl import (
+    SMPLArrays,
+    SparseRegressor,
+    _fold_joint_shapedirs,
+    _fold_joint_template,
+    _joint_regression,
+    _pack_blend_panels,
+    _shape_rows,
+    _smpl_lbs,
+    _sparse_skinning,
+)
+from meshrec.rotations import _rodrigues_unchecked
 
 __all__ = ["SMPL", "SMPLH", "SMPLHOutput", "SMPLOutput"]
 
@@ -207,7 +222,6 @@ class SMPL(nn.Module):
 
         parents = np.asarray(arrays["kintree_table"][0]).astype(np.int64)
         parents[0] = -1
-        self._parents_list = [int(p) for p in parents]
         num_joints = len(parents)
         posedirs = np.asarray(arrays["posedirs"], dtype=np.float64)
         num_vertices = template.shape[0]
@@ -236,8 +250,9 @@ class SMPL(nn.Module):
             selected = []  # vertex ids refer to SMPL's topology only
         self.register_buffer("extra_joints_idxs", torch.as_tensor(selected, dtype=torch.long))
         self.num_joints = num_joints
-        self._register_kernel_arrays(template, shapedirs, posedirs, _dense(arrays["J_regressor"]), _dense(arrays["weights"]))
-        self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module._rebuild_kernel_arrays())
+        self._source_keys: dict[str, tuple] = {}
+        self._kernel_inputs_cache: tuple | None = None
+        self._sync_kernel_arrays()
 
         def parameter(create: bool, name: str, value: Any, width: int) -> None:
             if not create:
@@ -254,53 +269,114 @@ class SMPL(nn.Module):
         parameter(create_transl, "transl", transl, 3)
 
     # ------------------------------------------------------------------------------------------
-    # Arrays of the fused kernels, derived from the model's buffers once (non-persistent buffers,
-    # so they follow .to() / .double() and stay out of the state dict; rebuilt after loading one).
-    _KERNEL_BUFFERS = ("_shapedirs_rows", "_blend_panels", "_joint_template", "_joint_shapedirs", "_skin_joints",
-                       "_skin_weights", "_vertex_joint_ids", "_vertex_joint_rows", "_vertex_joint_weights")
+    # The model in the kernels' layout, derived from the buffers above. The derived arrays are
+    # non-persistent buffers (they follow .to() and stay out of the state dict); each buffer they
+    # come from is fingerprinted (storage pointer, version counter, shape, strides) and
+    # every eager call compares the fingerprints, so an in-place edit, a replaced buffer,
+    # load_state_dict or .to() re-derives exactly what depends on what changed, and the arrays
+    # can never go stale. The comparison costs a few microseconds.
+    _SOURCES = {  # buffer -> the derived groups that depend on it
+        "v_template": ("joint_template",),
+        "shapedirs": ("shape", "joint_shapedirs", "panels"),
+        "posedirs": ("panels",),
+        "J_regressor": ("joint_template", "joint_shapedirs", "joint_regressor"),
+        "lbs_weights": ("skinning",),
+        "extra_joints_idxs": ("vertex_joints",),
+        "parents": ("parents",),
+    }
+    # Trainable model arrays the kernels cannot differentiate (v_template can: see _templates).
+    _FIXED_ARRAYS = ("shapedirs", "posedirs", "J_regressor", "lbs_weights")
 
-    def _register_kernel_arrays(self, template, shapedirs, posedirs, j_regressor, weights) -> None:
-        prepared = prepare_smpl_arrays(template, shapedirs, self.posedirs, j_regressor, self._parents_list, weights,
-                                       dtype=self.v_template.dtype, device=self.v_template.device)
-        picker = SparseRegressor.from_vertex_ids(self.extra_joints_idxs.tolist(), template.shape[0],
-                                                 dtype=self.v_template.dtype, device=self.v_template.device)
-        derived = dict(
-            _shapedirs_rows=prepared.shapedirs, _blend_panels=prepared.blend_panels,
-            _joint_template=prepared.joint_template, _joint_shapedirs=prepared.joint_shapedirs,
-            _skin_joints=prepared.skin_joints, _skin_weights=prepared.skin_weights,
-            _vertex_joint_ids=picker.vertex_ids, _vertex_joint_rows=picker.rows, _vertex_joint_weights=picker.weights,
-        )
-        for name in self._KERNEL_BUFFERS:
-            self.register_buffer(name, derived[name], persistent=False)
+    @staticmethod
+    def _fingerprint(tensor: torch.Tensor) -> tuple:
+        # A new dtype or device means new storage, so the pointer covers them.
+        return tensor.data_ptr(), tensor._version, tensor.shape, tensor.stride()
+
+    def _sync_kernel_arrays(self) -> bool:
+        """Re-derives the kernel arrays whose source buffers changed; True when any did."""
+        buffers, fingerprint = self._buffers, self._fingerprint
+        keys = {name: fingerprint(buffers[name] if name in buffers else getattr(self, name)) for name in self._SOURCES}
+        if keys == self._source_keys:
+            return False
+        groups = {group for name, key in keys.items() if self._source_keys.get(name) != key
+                  for group in self._SOURCES[name]}
+        # Outside inference mode, so that arrays derived during an inference-mode call can still
+        # be saved for a backward pass later; without autograd, as they are constants.
+        with torch.inference_mode(False), torch.no_grad():
+            self._derive(groups)
+        self._source_keys = keys
         self._kernel_inputs_cache = None
+        return True
 
-    def _rebuild_kernel_arrays(self) -> None:
-        """After load_state_dict: the model arrays may have changed under the derived ones."""
-        self._register_kernel_arrays(self.v_template, self.shapedirs, self.posedirs, self.J_regressor,
-                                     self.lbs_weights)
+    def _derive(self, groups: set[str]) -> None:
+        dtype, device = self.v_template.dtype, self.v_template.device
 
-    def _apply(self, fn, recurse=True):
-        self._kernel_inputs_cache = None
-        return super()._apply(fn, recurse)
+        def store(name: str, value: torch.Tensor) -> None:
+            self.register_buffer(name, value, persistent=False)
 
-    def _kernel_inputs(self) -> tuple[SMPLArrays, SparseRegressor, torch.Tensor, torch.Tensor]:
-        """The model as the kernels take it, and its templates as batches of one (cached)."""
-        cached = self._kernel_inputs_cache
-        if cached is not None and not torch.compiler.is_compiling():
-            return cached
+        if "parents" in groups:
+            parents = [int(p) for p in self.parents.tolist()]
+            parents[0] = -1
+            self._parents_tuple = tuple(parents)
+        if "shape" in groups:
+            store("_shapedirs_rows", _shape_rows(self.shapedirs).to(dtype))
+        if "panels" in groups:
+            store("_blend_panels", _pack_blend_panels(self._shapedirs_rows, self.posedirs.to(dtype).contiguous()))
+        if "joint_template" in groups:
+            store("_joint_template", _fold_joint_template(self.J_regressor, self.v_template).to(dtype))
+        if "joint_shapedirs" in groups:
+            store("_joint_shapedirs", _fold_joint_shapedirs(self.J_regressor, self.shapedirs).to(dtype))
+        if "skinning" in groups:
+            joints, weights = _sparse_skinning(self.lbs_weights)
+            store("_skin_joints", joints)
+            store("_skin_weights", weights.to(dtype))
+        if "joint_regressor" in groups:
+            # The kinematic joints' regressor, sparse, for templates given per call.
+            sparse = SparseRegressor.from_dense(self.J_regressor, dtype=dtype, device=device)
+            store("_joint_regressor_ids", sparse.vertex_ids)
+            store("_joint_regressor_rows", sparse.rows)
+            store("_joint_regressor_weights", sparse.weights)
+        if "vertex_joints" in groups:
+            picker = SparseRegressor.from_vertex_ids(self.extra_joints_idxs.tolist(), self.v_template.shape[0],
+                                                     dtype=dtype, device=device)
+            store("_vertex_joint_ids", picker.vertex_ids)
+            store("_vertex_joint_rows", picker.rows)
+            store("_vertex_joint_weights", picker.weights)
+
+    def _kernel_inputs(self) -> tuple[SMPLArrays, SparseRegressor, SparseRegressor]:
+        """The model as the kernels take it: arrays, the vertex joints' regressor and the kinematic
+        joints' regressor (cached until a source buffer changes). Under torch.compile the arrays
+        of the last eager call are used: edit buffers between compiled calls only after an eager one."""
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            self._sync_kernel_arrays()
+            if self._kernel_inputs_cache is not None:
+                return self._kernel_inputs_cache
+        num_vertices = int(self.v_template.shape[0])
         arrays = SMPLArrays(
             v_template=self.v_template, shapedirs=self._shapedirs_rows, posedirs=self.posedirs,
             blend_panels=self._blend_panels, joint_template=self._joint_template,
             joint_shapedirs=self._joint_shapedirs, skin_joints=self._skin_joints, skin_weights=self._skin_weights,
-            parents=tuple(self._parents_list),
+            parents=self._parents_tuple,
         )
-        regressor = SparseRegressor(self._vertex_joint_ids, self._vertex_joint_rows, self._vertex_joint_weights,
-                                    num_rows=int(self.extra_joints_idxs.shape[0]),
-                                    num_vertices=int(self.v_template.shape[0]))
-        inputs = (arrays, regressor, self.v_template.unsqueeze(0), self._joint_template.unsqueeze(0))
-        if not torch.compiler.is_compiling():
+        vertex_joints = SparseRegressor(self._vertex_joint_ids, self._vertex_joint_rows, self._vertex_joint_weights,
+                                        num_rows=int(self._vertex_joint_ids.shape[0]), num_vertices=num_vertices)
+        joint_regressor = SparseRegressor(self._joint_regressor_ids, self._joint_regressor_rows,
+                                          self._joint_regressor_weights, num_rows=self.num_joints,
+                                          num_vertices=num_vertices)
+        inputs = (arrays, vertex_joints, joint_regressor)
+        if not compiling:
             self._kernel_inputs_cache = inputs
         return inputs
+
+    def _templates(self, v_template: torch.Tensor | None, arrays: SMPLArrays,
+                   joint_regressor: SparseRegressor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (1 or B, V, 3) vertex and (1 or B, J, 3) joint templates of this call."""
+        if v_template is None and self.v_template.requires_grad and torch.is_grad_enabled():
+            v_template = self.v_template.unsqueeze(0)  # learnt: its rest joints carry the gradient too
+        if v_template is None:
+            return arrays.v_template.unsqueeze(0), arrays.joint_template.unsqueeze(0)
+        return v_template, _joint_regression(v_template, joint_regressor)
 
     def _check_arrays(self, arrays: dict[str, Any]) -> None:
         required = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
@@ -395,12 +471,13 @@ class SMPL(nn.Module):
 
     @staticmethod
     def _broadcast(named: dict[str, torch.Tensor]) -> int:
+        """The batch of the call: that of the inputs whose batch is not 1 (which may be 0, e.g.
+        an empty batch with the module's batch-1 default parameters), else 1."""
         sizes = {name: value.shape[0] for name, value in named.items()}
-        batch = max(sizes.values())
-        wrong = {name: size for name, size in sizes.items() if size not in (1, batch)}
-        if wrong:
-            raise ValueError(f"batch sizes disagree: {sizes}; each input must have batch {batch} or 1")
-        return batch
+        batches = {size for size in sizes.values() if size != 1}
+        if len(batches) > 1:
+            raise ValueError(f"batch sizes disagree: {sizes}; each input must have batch {max(batches)} or 1")
+        return batches.pop() if batches else 1
 
     def _pose_parts(self, pose2rot: bool, **given: torch.Tensor) -> list[tuple[str, torch.Tensor, int, torch.Tensor]]:
         """(name, pose to rotate, joints, value reported in the output) in kinematic order."""
@@ -499,33 +576,25 @@ class SMPL(nn.Module):
             for (name, *_), pose in zip(parts, poses_checked):
                 if self._has_nonfinite(pose):
                     raise ValueError(f"{name} contains NaN or infinite values")
-        rotations = rodrigues(full_pose_tensor) if pose2rot else full_pose_tensor
+        rotations = _rodrigues_unchecked(full_pose_tensor) if pose2rot else full_pose_tensor
         if betas.shape[0] != batch:
             betas = betas.expand(batch, -1)
         if transl is not None and transl.shape[0] != batch:
             transl = transl.expand(batch, 3)
+        if torch.is_grad_enabled():
+            trainable = [name for name in self._FIXED_ARRAYS if getattr(self, name).requires_grad]
+            if trainable:
+                raise ValueError(f"{type(self).__name__}: {', '.join(trainable)} require a gradient, which the SMPL op "
+                                 "does not compute (it differentiates betas, poses, transl and v_template); freeze "
+                                 "them (requires_grad_(False)) or learn a v_template offset instead")
 
-        if use_compiled(betas):
-            arrays, regressor, vertex_template, joint_template = self._kernel_inputs()
-            if v_template is not None:
-                vertex_template = v_template
-                joint_template = torch.einsum("jv,bvk->bjk", self.J_regressor, v_template)
-            mapped = self.joint_mapper is not None
-            vertices, joints = _smpl_lbs_compiled(
-                betas, rotations, arrays, None if mapped else transl, vertex_template, joint_template, regressor)
-            if mapped:
-                joints = self.joint_mapper(joints)
-                if transl is not None:
-                    joints = joints + transl.unsqueeze(1)
-                    vertices = vertices + transl.unsqueeze(1)
-        else:
-            template = self.v_template if v_template is None else v_template
-            vertices, joints, _ = lbs(betas, rotations, template, self.shapedirs, self.posedirs, self.J_regressor,
-                                      self._parents_list, self.lbs_weights)
-            if self.extra_joints_idxs.numel():
-                joints = torch.cat([joints, vertices.index_select(1, self.extra_joints_idxs)], dim=1)
-            if self.joint_mapper is not None:
-                joints = self.joint_mapper(joints)
+        arrays, vertex_joints, joint_regressor = self._kernel_inputs()
+        vertex_template, joint_template = self._templates(v_template, arrays, joint_regressor)
+        mapped = self.joint_mapper is not None
+        vertices, joints = _smpl_lbs(betas, rotations, arrays, None if mapped else transl, vertex_template,
+                                     joint_template, vertex_joints)
+        if mapped:
+            joints = self.joint_mapper(joints)
             if transl is not None:
                 joints = joints + transl.unsqueeze(1)
                 vertices = vertices + transl.unsqueeze(1)
@@ -535,7 +604,7 @@ class SMPL(nn.Module):
             v_shaped = template + torch.einsum("bl,vkl->bvk", betas, self.shapedirs)
         full_pose = None
         if return_full_pose:
-            full_pose = torch.cat([value.expand(batch, *value.shape[1:]).reshape(batch, -1) for _, value, _, _ in parts], dim=1)
+            full_pose = torch.cat([value.expand(batch, *value.shape[1:]).flatten(1) for _, value, _, _ in parts], dim=1)
         return self._output(
             vertices=vertices if return_verts else None, joints=joints, betas=betas,
             full_pose=full_pose, transl=transl if apply_transl else None, v_shaped=v_shaped,

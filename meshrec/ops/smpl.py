@@ -174,36 +174,67 @@ def prepare_smpl_arrays(
     if tuple(posedirs.shape) != pose_shape:
         raise ValueError(f"posedirs must have shape {pose_shape} (smplx's layout), got {tuple(posedirs.shape)}")
 
-    num_betas = shape.shape[2]
-    joint_template = regressor @ template
-    joint_shapedirs = np.einsum("jv,vkl->ljk", regressor, shape).reshape(num_betas, 3 * num_joints)
-    nonzero = weights != 0
-    width = max(1, int(nonzero.sum(axis=1).max()))
-    # Stable sort puts each row's non-zero joints first, in joint order.
-    order = np.argsort(~nonzero, axis=1, kind="stable")[:, :width]
-    keep = np.take_along_axis(nonzero, order, axis=1)
-    skin_joints = np.where(keep, order, 0).astype(np.int32)
-    skin_weights = np.where(keep, np.take_along_axis(weights, order, axis=1), 0.0)
+    def float64(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float64, device=device)
 
-    def floating(array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
-
+    shape64, regressor64 = float64(shape), float64(regressor)
+    skin_joints, skin_weights = _sparse_skinning(float64(weights))
     if torch.is_tensor(posedirs):
         pose = posedirs.detach().to(device=device, dtype=dtype).contiguous()
     else:
-        pose = floating(_to_numpy(posedirs))
-    shape_rows = floating(shape.transpose(2, 0, 1).reshape(num_betas, 3 * num_vertices))
+        pose = torch.as_tensor(np.ascontiguousarray(_to_numpy(posedirs)), dtype=dtype, device=device)
+    shape_rows = _shape_rows(shape64).to(dtype)
     return SMPLArrays(
-        v_template=floating(template),
+        v_template=float64(template).to(dtype),
         shapedirs=shape_rows,
         posedirs=pose,
-        blend_panels=_pack_panels(torch.cat([shape_rows, pose], dim=0)),
-        joint_template=floating(joint_template),
-        joint_shapedirs=floating(joint_shapedirs),
-        skin_joints=torch.as_tensor(skin_joints, device=device),
-        skin_weights=floating(skin_weights),
+        blend_panels=_pack_blend_panels(shape_rows, pose),
+        joint_template=_fold_joint_template(regressor64, float64(template)).to(dtype),
+        joint_shapedirs=_fold_joint_shapedirs(regressor64, shape64).to(dtype),
+        skin_joints=skin_joints,
+        skin_weights=skin_weights.to(dtype),
         parents=parents,
     )
+
+
+# ---- derivations of the kernels' arrays, shared by prepare_smpl_arrays and meshrec.body.SMPL -----
+# Torch functions on any device, so that a model whose buffers change can re-derive only what
+# depends on the changed buffer, where it lives. The folds run in float64 (rounded by the caller).
+
+def _shape_rows(shapedirs: torch.Tensor) -> torch.Tensor:
+    """smplx's (V, 3, NB) shape blend shapes -> (NB, 3V), one flattened (V, 3) offset per row."""
+    return shapedirs.permute(2, 0, 1).reshape(shapedirs.shape[2], -1).contiguous()
+
+
+def _fold_joint_template(j_regressor: torch.Tensor, v_template: torch.Tensor) -> torch.Tensor:
+    """(J, 3) rest joints of a (V, 3) template: the (J, V) joint regressor applied, in float64."""
+    return j_regressor.to(torch.float64) @ v_template.to(torch.float64)
+
+
+def _fold_joint_shapedirs(j_regressor: torch.Tensor, shapedirs: torch.Tensor) -> torch.Tensor:
+    """(NB, 3J): the (J, V) joint regressor applied to each (V, 3, NB) shape blend shape, in float64."""
+    folded = torch.einsum("jv,vkl->ljk", j_regressor.to(torch.float64), shapedirs.to(torch.float64))
+    return folded.reshape(shapedirs.shape[2], 3 * j_regressor.shape[0])
+
+
+def _sparse_skinning(lbs_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, J) skinning weights -> each vertex's non-zero entries: joints (V, K) int32 (padding:
+    joint 0) and weights (V, K) (padding: 0), K the most any vertex has, in joint order."""
+    nonzero = lbs_weights != 0
+    width = max(1, int(nonzero.sum(dim=1).max())) if nonzero.numel() else 1
+    # A stable sort of "is zero" puts each row's non-zero joints first, in joint order.
+    order = torch.sort((~nonzero).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+    keep = nonzero.gather(1, order)
+    joints = torch.where(keep, order, torch.zeros_like(order)).to(torch.int32)
+    weights = torch.where(keep, lbs_weights.gather(1, order), torch.zeros((), dtype=lbs_weights.dtype,
+                                                                            device=lbs_weights.device))
+    return joints, weights
+
+
+def _pack_blend_panels(shape_rows: torch.Tensor, posedirs: torch.Tensor) -> torch.Tensor:
+    """[shapedirs ; posedirs] (NB + P, 3V) packed in 192-column panels, the forward kernels'
+    streaming layout (see :class:`SMPLArrays`)."""
+    return _pack_panels(torch.cat([shape_rows, posedirs], dim=0))
 
 
 def _pack_panels(matrix: torch.Tensor) -> torch.Tensor:
@@ -307,6 +338,21 @@ def smpl_lbs(
         if regressor.num_vertices != num_vertices:
             raise ValueError(f"the regressor applies to {regressor.num_vertices} vertices, the model has {num_vertices}")
         _check_tensor("regressor.weights", regressor.weights, like)
+    return _smpl_lbs(betas, rotations, arrays, transl, vertex_template, joint_template, regressor)
+
+
+def _smpl_lbs(
+    betas: torch.Tensor,
+    rotations: torch.Tensor,
+    arrays: SMPLArrays,
+    transl: torch.Tensor | None = None,
+    vertex_template: torch.Tensor | None = None,
+    joint_template: torch.Tensor | None = None,
+    regressor: SparseRegressor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`smpl_lbs` on arguments already checked (by it, or by :class:`meshrec.body.SMPL`):
+    the one place that chooses between the compiled kernels and the reference. Templates are
+    (1 or B, ., 3)."""
     if use_compiled(betas):
         return _smpl_lbs_compiled(betas, rotations, arrays, transl, vertex_template, joint_template, regressor)
     return reference.smpl_lbs(betas, rotations, arrays, transl, vertex_template, joint_template, regressor)
@@ -355,6 +401,11 @@ def joint_regression(vertices: torch.Tensor, regressor: SparseRegressor) -> torc
     if vertices.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"vertices must be float32 or float64, got {vertices.dtype}")
     _check_tensor("vertices", vertices, regressor.weights, owner="the regressor's weights")
+    return _joint_regression(vertices, regressor)
+
+
+def _joint_regression(vertices: torch.Tensor, regressor: SparseRegressor) -> torch.Tensor:
+    """:func:`joint_regression` on arguments already checked: the backend switch."""
     if use_compiled(vertices):
         return torch.ops.meshrec.joint_regression(vertices, regressor.vertex_ids, regressor.rows, regressor.weights,
                                                   regressor.num_rows)

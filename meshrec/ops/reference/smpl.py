@@ -1,5 +1,19 @@
 """Pure-PyTorch reference of the SMPL ops (torch only: loadable without meshrec's other modules).
 
+The one pure-PyTorch SMPL: the oracle of the compiled kernels and the path of
+:class:`meshrec.body.SMPL` when they are not in use. The maths is SMPL's (Loper et al. 2015) in
+the formulation smplx uses, so results agree with ``smplx.lbs.lbs`` to rounding:
+
+1. shaped template   v_s = T + S beta
+2. rest joints       J = R_J v_s = R_J T + (R_J S) beta   (the regressor folded into the arrays)
+3. pose feature      f = vec(R_1 - I, ..., R_{J-1} - I)   joint-major, row-major
+4. posed template    v_p = v_s + P^T f
+5. forward kinematics along the tree: G_j = G_parent(j) [R_j | J_j - J_parent(j)]
+6. skinning          v = sum_j w_vj (G_j - G_j [J_j; 0]) [v_p; 1]
+
+Joints returned are the posed kinematic joints (translation part of G_j), not a regressor applied
+to the posed mesh, then those of an optional sparse regressor of the posed mesh.
+
 ``arrays`` and ``regressor`` are :class:`meshrec.ops.SMPLArrays` / :class:`meshrec.ops.SparseRegressor`
 (or anything with the same attributes).
 """
@@ -76,6 +90,11 @@ def forward_kinematics(
 def joint_regression(vertices: torch.Tensor, regressor: Any) -> torch.Tensor:
     """(B, V, 3) vertices -> (B, R, 3) joints; see ``meshrec.ops.joint_regression``."""
     _check_regressor(regressor, vertices.shape[1])
+    return _regress(vertices, regressor)
+
+
+def _regress(vertices: torch.Tensor, regressor: Any) -> torch.Tensor:
+    """:func:`joint_regression` with the regressor's indices already checked."""
     rows = regressor.rows.long()
     picked = vertices[:, regressor.vertex_ids.long()] * regressor.weights[:, None]
     joints = vertices.new_zeros(vertices.shape[0], regressor.num_rows, 3)
@@ -114,5 +133,5 @@ def smpl_lbs(
         vertices = vertices + transl[:, None]
         posed_joints = posed_joints + transl[:, None]
     if regressor is not None and regressor.num_rows > 0:
-        posed_joints = torch.cat([posed_joints, joint_regression(vertices, regressor)], dim=1)
+        posed_joints = torch.cat([posed_joints, _regress(vertices, regressor)], dim=1)  # checked above
     return vertices, posed_joints
