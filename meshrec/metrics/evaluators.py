@@ -14,7 +14,7 @@ Evaluators never update on NaN inputs: they raise, naming the samples.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ import torch
 from meshrec.metrics import functional as F
 from meshrec.metrics.protocols import BodyModelSet, Protocol, get_protocol, list_protocols
 from meshrec.ops.metrics import nearest_points, points_inside_mesh, procrustes, sample_sdf
+
+if TYPE_CHECKING:
+    from meshrec.body import JointRegressor
 
 __all__ = [
     "EgoBodyEvaluator",
@@ -82,13 +85,14 @@ class Evaluator:
         return self._num_samples
 
     @property
-    def joint_regressor(self) -> torch.Tensor:
-        """The (J, V) float64 regressor of the protocol (given, or loaded from ``body_model``)."""
+    def joint_regressor(self) -> "JointRegressor":
+        """The protocol's float64 :class:`meshrec.body.JointRegressor` (given, or loaded from
+        ``body_model``)."""
         if self._regressor is None:
+            from meshrec.body import JointRegressor, load_joint_regressor
+
             source = self._regressor_source
             if source is None or isinstance(source, (str, Path)):
-                from meshrec.body import load_joint_regressor
-
                 if self.protocol.regressor is None:
                     raise ValueError(f"protocol {self.protocol.name!r} uses the SMPL joints, not a regressor")
                 if isinstance(source, (str, Path)) and Path(source).is_file():
@@ -96,17 +100,18 @@ class Evaluator:
                 else:
                     location, name = (source if source is not None else self.body_models.location), self.protocol.regressor
                 source = load_joint_regressor(name, location)
-            self._regressor = torch.as_tensor(np.asarray(source), dtype=torch.float64)
-            if self._regressor.dim() != 2:
-                raise ValueError(f"joint_regressor must be (J, V), got {tuple(self._regressor.shape)}")
+            matrix = source.detach().cpu().numpy() if torch.is_tensor(source) else np.asarray(source)
+            if matrix.ndim != 2:
+                raise ValueError(f"joint_regressor must be (J, V), got {tuple(matrix.shape)}")
+            self._regressor = JointRegressor(matrix, dtype=torch.float64)
         return self._regressor
 
     def regress(self, vertices: torch.Tensor) -> torch.Tensor:
         """(B, J, 3) joints of (B, V, 3) vertices with the protocol's regressor."""
         regressor = self.joint_regressor.to(vertices.device)
-        if regressor.shape[1] != vertices.shape[-2]:
-            raise ValueError(f"the joint regressor expects {regressor.shape[1]} vertices, got {vertices.shape[-2]}")
-        return torch.einsum("jv,...vc->...jc", regressor, vertices)
+        if regressor.num_vertices != vertices.shape[-2]:
+            raise ValueError(f"the joint regressor expects {regressor.num_vertices} vertices, got {vertices.shape[-2]}")
+        return regressor(vertices.to(torch.float64))
 
     def _add(self, key: str, values: torch.Tensor) -> None:
         """Stores per-sample values (B, ...) as a (B, K) float64 CPU block."""
