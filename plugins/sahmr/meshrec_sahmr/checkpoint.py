@@ -25,10 +25,14 @@ import torch
 
 from meshrec.errors import CheckpointError
 from meshrec.io.checkpoints import load_checkpoint, load_state_dict_strict
+from meshrec.nn.hrnet import HRNet
+from meshrec.scene import SPVCNN
 from meshrec_sahmr.metro import METROEnhanced
 from meshrec_sahmr.model import SAHMRNetwork
+from meshrec_sahmr.rcnet import RCNet, RootNet
 
-__all__ = ["DROPPED_PREFIXES", "NUM_KEYS", "load_metro_pretrained", "load_sahmr_network", "sahmr_state_dict"]
+__all__ = ["DROPPED_PREFIXES", "NUM_KEYS", "load_metro_pretrained", "load_sahmr_network", "network_from_state",
+           "sahmr_state_dict"]
 
 NUM_KEYS = 4437
 # Body-model copies some training wrappers keep as buffers (SMPL arrays, regressors, mesh sampler).
@@ -63,14 +67,73 @@ def sahmr_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str, t
     return dict(state)
 
 
+def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
+    """Number of consecutive indices i with keys '<prefix>.<i>.*'."""
+    count = 0
+    while any(key.startswith(f"{prefix}.{count}.") for key in state):
+        count += 1
+    return count
+
+
+def _hrnet(state: Mapping[str, torch.Tensor], prefix: str, head: bool) -> HRNet:
+    width = state[f"{prefix}.transition1.0.0.weight"].shape[0]
+    modules = tuple(_count(state, f"{prefix}.stage{s}") for s in (2, 3, 4))
+    blocks = _count(state, f"{prefix}.layer1")
+    kwargs: dict[str, Any] = {}
+    if head:
+        kwargs = dict(head_channels=tuple(state[f"{prefix}.incre_modules.{i}.0.conv1.weight"].shape[0] for i in range(4)),
+                      final_channels=state[f"{prefix}.final_layer.0.weight"].shape[0],
+                      num_classes=state[f"{prefix}.classifier.weight"].shape[0])
+    return HRNet(width=width, num_modules=modules, num_blocks=blocks, head=head,
+                 stem_channels=state[f"{prefix}.conv1.weight"].shape[0], **kwargs)
+
+
+def network_from_state(state: Mapping[str, torch.Tensor], **network_kwargs: Any) -> SAHMRNetwork:
+    """A :class:`SAHMRNetwork` whose sizes are read from the state dict's shapes (the released
+    checkpoints give the released architecture; smaller synthetic ones, e.g. in tests, give
+    smaller networks). Attention heads (4) cannot be read from shapes: pass ``heads=`` to change."""
+    heads = network_kwargs.pop("heads", 4)
+    rounding = network_kwargs.pop("rounding", "trunc")
+    try:
+        root_net = RootNet(_hrnet(state, "rcnet.root_net.hrnet", head=False),
+                           out_channels=state["rcnet.root_net.out_conv.weight"].shape[0])
+        stem = state["rcnet.contact_net.stem.0.kernel"]
+        contact_net = SPVCNN(stem.shape[1], state["rcnet.contact_net.classifier.0.weight"].shape[0],
+                             channel_ratio=stem.shape[2] / 32, rounding=rounding)
+        blocks = _count(state, "metro_enhanced.trans_encoder")
+        block = "metro_enhanced.trans_encoder.{}.bert."
+        embedding = [state[block.format(i) + "img_embedding.weight"] for i in range(blocks)]
+        first = block.format(0)
+        metro = METROEnhanced(
+            _hrnet(state, "metro_enhanced.backbone", head=True),
+            feature_dims=tuple(e.shape[1] for e in embedding), hidden_dims=tuple(e.shape[0] for e in embedding),
+            image_channels=state["metro_enhanced.backbone.final_layer.0.weight"].shape[0],
+            image_tokens=state["metro_enhanced.conv_learn_tokens.weight"].shape[1],
+            num_vertices=state["metro_enhanced.upsampling2.weight"].shape[0],
+            num_coarse=state["metro_enhanced.upsampling.weight"].shape[0],
+            heads=heads, layers=_count(state, first + "encoder.layer"),
+            intermediate=state[first + "encoder.layer.0.intermediate.dense.weight"].shape[0],
+            vocab_size=state[first + "embeddings.word_embeddings.weight"].shape[0],
+            max_positions=state[first + "position_embeddings.weight"].shape[0],
+            type_vocab_size=state[first + "embeddings.token_type_embeddings.weight"].shape[0],
+        )
+    except KeyError as error:
+        raise CheckpointError(f"the checkpoint lacks {error.args[0]!r}, which SA-HMR's network has") from None
+    return SAHMRNetwork(RCNet(root_net, contact_net), metro, **network_kwargs)
+
+
 def load_sahmr_network(path: str | Path | None, trust: bool = False, **network_kwargs: Any) -> SAHMRNetwork:
     """A :class:`SAHMRNetwork` with a released checkpoint's weights, strictly loaded (any missing,
     unexpected or mis-shaped key raises :class:`CheckpointError` naming it). ``path=None`` gives
-    random weights. ``network_kwargs`` go to :class:`SAHMRNetwork` (e.g. ``rounding``)."""
-    network = SAHMRNetwork(**network_kwargs)
-    if path is not None:
-        checkpoint = load_checkpoint(path, trust=trust)
-        load_state_dict_strict(network, sahmr_state_dict(checkpoint, str(path)), str(path))
+    the released architecture with random weights. ``network_kwargs``: ``rounding``, ``heads``,
+    ``num_contact_points``."""
+    if path is None:
+        rounding = network_kwargs.pop("rounding", "trunc")
+        network_kwargs.pop("heads", None)
+        return SAHMRNetwork(rounding=rounding, **network_kwargs)
+    state = sahmr_state_dict(load_checkpoint(path, trust=trust), str(path))
+    network = network_from_state(state, **network_kwargs)
+    load_state_dict_strict(network, state, str(path))
     return network
 
 

@@ -75,14 +75,16 @@ class SAHMRNetwork(nn.Module):
         rc = self.rcnet(image, bbx_lurb, K, points)
         return self.mesh_from_root(image, rc, generator)
 
-    def mesh_from_root(self, image: torch.Tensor, rc: RCNetOutput, generator: torch.Generator | None = None,
+    def mesh_from_root(self, image: torch.Tensor, rc: RCNetOutput,
+                       generator: torch.Generator | list[torch.Generator] | None = None,
                        tokens: torch.Tensor | None = None) -> SAHMROutput:
         """Module 2 given module 1's output (SA-HMR's ``get_pc_belong_to_vox_seg`` ->
-        ``prepare_N_pcSeg`` -> ``forward_mainstep``)."""
+        ``prepare_N_pcSeg`` -> ``forward_mainstep``). ``generator``: one for all samples or one per sample."""
         chosen = [contact_points(rc.c_pcFst_nearby[b], rc.point_to_voxel[b], rc.pred_vox_segid[b],
                                  rc.c_voxFst_nearby[b]) for b in range(len(image))]
         found = torch.stack([(i != 0).sum() for _, i in chosen])
-        resampled = [resample_contact_points(p, i, self.num_contact_points, generator) for p, i in chosen]
+        generators = generator if isinstance(generator, (list, tuple)) else [generator] * len(chosen)
+        resampled = [resample_contact_points(p, i, self.num_contact_points, g) for (p, i), g in zip(chosen, generators)]
         points = torch.stack([r[0] for r in resampled])
         pids = torch.stack([r[1] for r in resampled])
         mask = torch.stack([r[2] for r in resampled])

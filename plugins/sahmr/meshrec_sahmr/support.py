@@ -38,6 +38,8 @@ WHERE = {
     "mesh_downsampling.npz": "lib/networks/pose/sahmr/data/mesh_downsampling.npz",
     "seg_part_info.npy": "lib/utils/body_model/seg_part_info.npy",
     "J_regressor_h36m_correct.npy": "lib/networks/pose/sahmr/data/J_regressor_h36m_correct.npy",
+    "J_regressor_h36m.npy": "lib/networks/pose/sahmr/data/J_regressor_h36m_correct.npy, or SPIN's "
+                            "J_regressor_h36m.npy in the body-model folder",
 }
 
 
@@ -56,7 +58,7 @@ def find_support_file(name: str, folders: list[Path | str | None], required: boo
     if not required:
         return None
     raise SupportFileError(
-        f"SA-HMR needs {name} from the zju3dv/SA-HMR repository ({WHERE.get(name, name)}); searched "
+        f"SA-HMR needs {name} (zju3dv/SA-HMR: {WHERE.get(name, name)}); searched "
         f"{', '.join(str(f) for f in candidates)}. Copy it into one of these folders or pass the option "
         "support_dir=FOLDER."
     )
