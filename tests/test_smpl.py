@@ -491,3 +491,19 @@ def test_one_check_per_input_and_one_op_path(body_models_dir, backend, monkeypat
     assert out.vertices.shape == (2, 6890, 3)
     assert entered == []
     assert sorted(checked) == ["betas", "body_pose", "global_orient", "transl", "v_template"]
+
+
+def test_h36m_keypoints_are_regressed_sparsely_in_the_vertices_dtype(body_models_dir):
+    from meshrec.body import JointRegressor, KeypointModel, get_layout, load_joint_regressor
+
+    dense = load_joint_regressor("J_regressor_h36m.npy", body_models_dir)
+    model = SMPL(body_models_dir, dtype=torch.float64)
+    out = model(body_pose=random_axis_angles(2, 23, torch.float64).reshape(2, 69))
+    expected = np.einsum("jv,bvc->bjc", dense, out.vertices.detach().numpy())  # float64 oracle
+    for regressor in (dense, torch.as_tensor(dense, dtype=torch.float32), JointRegressor(dense)):
+        keypoints = KeypointModel(get_layout("h36m17"), regressor)
+        assert isinstance(keypoints.h36m_regressor, JointRegressor)
+        got = keypoints(out.vertices, out.joints)
+        assert got.dtype == torch.float64
+        # float32 regressor weights, float64 arithmetic
+        np.testing.assert_allclose(got.detach().numpy(), expected, atol=1e-7, rtol=0)

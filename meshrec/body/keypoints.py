@@ -9,11 +9,14 @@ or, for Human3.6M's layout, a joint of the H36M regressor applied to the posed m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from meshrec.body.constants import SMPL_OUTPUT_JOINT_NAMES
+from meshrec.body.regressor import JointRegressor
+from meshrec.ops import joint_regression
 
 __all__ = ["LAYOUTS", "KeypointLayout", "KeypointModel", "get_layout"]
 
@@ -82,24 +85,30 @@ class KeypointModel(nn.Module):
 
     Args:
         layout: the keypoint layout.
-        h36m_regressor: (17, V) regressor, needed by layouts observing H36M joints.
+        h36m_regressor: the (17, V) H36M regressor, needed by layouts observing H36M joints: a
+            :class:`meshrec.body.JointRegressor` (e.g. ``JointRegressor.from_file("J_regressor_h36m.npy")``)
+            or the dense matrix (array or tensor), applied sparsely either way.
     """
 
-    def __init__(self, layout: KeypointLayout, h36m_regressor: torch.Tensor | None = None):
+    def __init__(self, layout: KeypointLayout, h36m_regressor: JointRegressor | Any = None):
         super().__init__()
         self.layout = layout
+        self.h36m_regressor: JointRegressor | None = None
         if layout.uses_h36m_regressor:
             if h36m_regressor is None:
                 raise ValueError(f"layout {layout.name!r} needs the H36M joint regressor (J_regressor_h36m.npy)")
-            self.register_buffer("h36m_regressor", torch.as_tensor(h36m_regressor))
+            if not isinstance(h36m_regressor, JointRegressor):
+                h36m_regressor = JointRegressor(h36m_regressor)
+            self.h36m_regressor = h36m_regressor
             self.register_buffer("indices", torch.tensor([int(s.split(":")[1]) for s in layout.sources]))
         else:
-            self.h36m_regressor = None
             self.register_buffer("indices", torch.tensor([SMPL_OUTPUT_JOINT_NAMES.index(s) for s in layout.sources]))
 
     def forward(self, vertices: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         """vertices (B, V, 3), joints (B, 45, 3) -> keypoints (B, K, 3) in the same frame."""
         if self.h36m_regressor is not None:
-            regressed = torch.einsum("jv,bvk->bjk", self.h36m_regressor.to(vertices.dtype), vertices)
+            # The regressor follows the vertices' dtype (a fit may run in float64): its few
+            # hundred non-zero weights are converted, not the mesh.
+            regressed = joint_regression(vertices, self.h36m_regressor.sparse().to(dtype=vertices.dtype))
             return regressed.index_select(1, self.indices)
         return joints.index_select(1, self.indices)
