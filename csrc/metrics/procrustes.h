@@ -20,11 +20,24 @@
 // rounding even where the top eigenvalue is double (collinear points). All arithmetic is in
 // double, whatever the input type.
 //
+// Ill-conditioned samples take a robust path. (1) Centring: the moments are accumulated about the
+// (rounded) centroid and corrected by the residual mean (the shifted-data algorithm), so S and v
+// carry rounding relative to the sets' spread, not to their distance from the origin; a set
+// whose spread is 1e-6 of its offset keeps ~10 digits (a plain sum of w x x^T would keep none).
+// (2) Rotation: where the top eigenvalue of N is nearly double (nearly collinear sets: Newton
+// stalls about 1e-8 off and the null vector of lambda I - N is then noise), detected from the
+// characteristic polynomial's slope at the root, the top eigenvector comes from a cyclic Jacobi
+// eigen-decomposition of N instead, which is backward stable like an SVD (error ~ eps / gap).
+// Well-conditioned samples (nearly all in practice) never run it.
+//
 // Degenerate inputs (documented in meshrec.ops.procrustes):
 //   - total weight 0: the identity transform (s = 1, R = I, t = 0);
-//   - cross-covariance below rounding (e.g. all target points equal): R = I;
+//   - a negative, NaN or infinite weight: NaN outputs for the sample (never a silent identity);
+//   - either set's spread below rounding (all points equal within 1e-13 of their magnitude) or a
+//     cross-covariance below rounding of the spreads: R = I;
 //   - source variance below rounding (all source points equal): s = 0 with scaling, so every
-//     point maps onto the target centroid.
+//     point maps onto the target centroid;
+//   - s >= 0 always (tr(R S) >= 0 at the optimum; rounding can only make it slightly negative).
 // The backward sets the gradient components along undetermined rotation directions (equal
 // eigenvalues of N, e.g. collinear points) to zero instead of dividing by zero.
 #pragma once
@@ -40,11 +53,25 @@ namespace metrics {
 constexpr double kProcrustesVarianceTolerance = 1e-26;    // v <= tol * sum w |x|^2
 constexpr double kProcrustesCovarianceTolerance = 1e-13;  // |S|_F <= tol * sqrt(sum w|x|^2 sum w|y|^2)
 constexpr double kProcrustesGapTolerance = 1e-10;         // eigenvalue gaps <= tol * |S|_F are zero
+// With |S|_F = 1 the characteristic polynomial's slope at the top eigenvalue is the product of
+// its gaps to the other three (each at most 2 sqrt 3); below this the fast solver's null vector
+// loses digits (measured: ~1e-5 relative error at a slope of 1e-6, 1e-10 at 1e-2) and the sample
+// takes the Jacobi path.
+constexpr double kProcrustesSlopeTolerance = 1e-2;
+// Top eigenvalues of N this close (relative to its largest) span the optimal rotations.
+constexpr double kProcrustesDegenerateTolerance = 1e-12;
+// Variances below this fraction of the raw second moment (spread < 1% of the offset) are
+// recomputed with the shifted-data correction (see accumulate_moments).
+constexpr double kProcrustesCentringTolerance = 1e-4;
 
 struct ProcrustesSolution {
   double weight;            // sum of weights
   double source_mean[3];
   double target_mean[3];
+  double source_origin[3];  // the rounded centroids about which the moments were accumulated,
+  double target_origin[3];  // and the residual means: centred x = (x - origin) - shift
+  double source_shift[3];
+  double target_shift[3];
   double cross[9];          // S, row-major: S[3a+b] = sum w x~_a y~_b
   double source_variance;   // v
   double cross_norm;        // |S|_F
@@ -54,6 +81,7 @@ struct ProcrustesSolution {
   double rotation[9];       // row-major, acts on column vectors
   double translation[3];
   bool empty;               // total weight 0: identity transform
+  bool invalid;             // a weight is negative, NaN or infinite: every output is NaN
   bool rotation_determined; // R depends on S (false: R = I)
   bool scale_determined;    // s depends on the inputs (false: s = 0 or fixed 1)
 };
@@ -193,6 +221,46 @@ MESHREC_HOST_DEVICE inline void psd_null_vector4(const double* M, double* x) {
   }
 }
 
+MESHREC_HOST_DEVICE inline void symmetric_eigen4(const double* A, double* values, double* V);
+
+// Top eigenvector of a symmetric 4x4 N by Jacobi (backward stable), for nearly double top
+// eigenvalues. Where the top eigenvalue is repeated (within kProcrustesDegenerateTolerance),
+// every unit vector of its eigenspace is optimal: take the one closest to (1, 0, 0, 0), the
+// smallest rotation (then e1, e2, e3), as psd_null_vector4 and the reference do. Returns the
+// eigenvalue q^T N q.
+MESHREC_HOST_DEVICE inline double top_eigenvector_jacobi(const double* N, double* q) {
+  double values[4], V[16];
+  symmetric_eigen4(N, values, V);
+  double top = values[0], largest = fabs(values[0]);
+  for (int k = 1; k < 4; ++k) {
+    top = top > values[k] ? top : values[k];
+    largest = largest > fabs(values[k]) ? largest : fabs(values[k]);
+  }
+  bool in_space[4];
+  for (int k = 0; k < 4; ++k) in_space[k] = top - values[k] <= kProcrustesDegenerateTolerance * largest;
+  for (int axis = 0; axis < 4; ++axis) {
+    double norm = 0.0;
+    for (int i = 0; i < 4; ++i) {
+      q[i] = 0.0;
+      for (int k = 0; k < 4; ++k)
+        if (in_space[k]) q[i] += V[4 * i + k] * V[4 * axis + k];
+      norm += q[i] * q[i];
+    }
+    if (norm > 1e-12 || axis == 3) {
+      norm = sqrt(norm);
+      for (int i = 0; i < 4; ++i) q[i] /= norm;
+      break;
+    }
+  }
+  double quotient = 0.0;
+  for (int i = 0; i < 4; ++i) {
+    double row = 0.0;
+    for (int j = 0; j < 4; ++j) row += N[4 * i + j] * q[j];
+    quotient += q[i] * row;
+  }
+  return quotient;
+}
+
 // Top eigenvector q of N(S) and its eigenvalue q^T N q = max over rotations of tr(R S).
 // Requires |S|_F > 0. `bound` is an upper bound on that maximum (the Cauchy-Schwarz bound
 // sqrt(v_x v_y)), which starts Newton close to the root for well-aligned point sets.
@@ -241,6 +309,10 @@ MESHREC_HOST_DEVICE inline double top_quaternion(const double* S, double cross_n
     lambda = quotient;
     if (converged) break;
   }
+  // The slope p'(lambda) = product of the gaps to the other eigenvalues: small means a nearly
+  // double top eigenvalue, where the null vector above is inaccurate (see the header comment).
+  const double slope = (4.0 * lambda * lambda - 4.0) * lambda + c1;
+  if (!(slope > kProcrustesSlopeTolerance)) lambda = top_eigenvector_jacobi(N, q);
   if (q[0] < 0.0)
     for (int k = 0; k < 4; ++k) q[k] = -q[k];
   return lambda * cross_norm;
@@ -317,14 +389,75 @@ MESHREC_HOST_DEVICE inline void symmetric_eigen4(const double* A, double* values
   }
 }
 
+// Centred coordinates of point i, as the moments saw them: (x - origin) - shift.
+template <typename T>
+MESHREC_HOST_DEVICE inline void centred_point(const ProcrustesSolution& sol, const T* source, const T* target,
+                                              int64_t i, double* x, double* y) {
+  for (int a = 0; a < 3; ++a) {
+    x[a] = (static_cast<double>(source[3 * i + a]) - sol.source_origin[a]) - sol.source_shift[a];
+    y[a] = (static_cast<double>(target[3 * i + a]) - sol.target_origin[a]) - sol.target_shift[a];
+  }
+}
+
+// The second moments of one sample about out.source_origin / target_origin (set beforehand):
+// raw second moments, variances and the cross-covariance S (out.cross). With kShifted, the
+// moments are corrected by the residual means (shifted data, S = sum w a b^T - W da db^T with
+// a = x - origin and da = sum w a / W, da rounding-small), so S and the variances carry rounding
+// relative to the spread rather than to the offset; the shifts are stored for centred_point.
+template <typename T, bool kShifted>
+MESHREC_HOST_DEVICE inline void accumulate_moments(const T* source, const T* target, const T* weights, int64_t count,
+                                                   ProcrustesSolution& out, double& second_x, double& second_y,
+                                                   double& vx, double& vy) {
+  second_x = second_y = vx = vy = 0.0;
+  double da[3] = {0.0, 0.0, 0.0}, db[3] = {0.0, 0.0, 0.0};
+  for (int k = 0; k < 9; ++k) out.cross[k] = 0.0;
+  for (int64_t i = 0; i < count; ++i) {
+    const double w = weights ? static_cast<double>(weights[i]) : 1.0;
+    double x[3], y[3];
+    for (int a = 0; a < 3; ++a) {
+      const double xa = static_cast<double>(source[3 * i + a]);
+      const double ya = static_cast<double>(target[3 * i + a]);
+      second_x += w * xa * xa;
+      second_y += w * ya * ya;
+      x[a] = xa - out.source_origin[a];
+      y[a] = ya - out.target_origin[a];
+      if (kShifted) {
+        da[a] += w * x[a];
+        db[a] += w * y[a];
+      }
+    }
+    vx += w * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);
+    vy += w * (y[0] * y[0] + y[1] * y[1] + y[2] * y[2]);
+    for (int a = 0; a < 3; ++a) {
+      const double wx = w * x[a];
+      for (int b = 0; b < 3; ++b) out.cross[3 * a + b] += wx * y[b];
+    }
+  }
+  for (int a = 0; a < 3; ++a) {
+    out.source_shift[a] = kShifted ? da[a] / out.weight : 0.0;
+    out.target_shift[a] = kShifted ? db[a] / out.weight : 0.0;
+    out.source_mean[a] = out.source_origin[a] + out.source_shift[a];
+    out.target_mean[a] = out.target_origin[a] + out.target_shift[a];
+  }
+  if (kShifted) {
+    for (int a = 0; a < 3; ++a) {
+      vx -= da[a] * out.source_shift[a];
+      vy -= db[a] * out.target_shift[a];
+      for (int b = 0; b < 3; ++b) out.cross[3 * a + b] -= da[a] * out.target_shift[b];
+    }
+  }
+}
+
 // Weighted moments and the optimal similarity transform of one sample. `weights` may be null
 // (all ones). Points are count x 3, row-major.
 template <typename T>
 MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* target, const T* weights, int64_t count,
                                                  bool scaling, ProcrustesSolution& out) {
   double weight = 0.0, sx[3] = {0.0, 0.0, 0.0}, sy[3] = {0.0, 0.0, 0.0};
+  bool invalid = false;
   for (int64_t i = 0; i < count; ++i) {
     const double w = weights ? static_cast<double>(weights[i]) : 1.0;
+    invalid = invalid || !(w >= 0.0 && w <= 1.7976931348623157e308);  // negative, NaN or infinite
     weight += w;
     for (int a = 0; a < 3; ++a) {
       sx[a] += w * static_cast<double>(source[3 * i + a]);
@@ -332,7 +465,8 @@ MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* targe
     }
   }
   out.weight = weight;
-  out.empty = !(weight > 0.0);
+  out.invalid = invalid;
+  out.empty = !invalid && !(weight > 0.0);
   out.rotation_determined = false;
   out.scale_determined = false;
   for (int k = 0; k < 9; ++k) {
@@ -344,52 +478,61 @@ MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* targe
   out.source_variance = 0.0;
   out.cross_norm = 0.0;
   out.trace = 0.0;
-  if (out.empty) {
-    for (int a = 0; a < 3; ++a) out.source_mean[a] = out.target_mean[a] = out.translation[a] = 0.0;
-    out.scale = 1.0;
+  for (int a = 0; a < 3; ++a) out.source_shift[a] = out.target_shift[a] = 0.0;
+  if (out.empty || out.invalid) {
+    // Invalid weights poison the whole sample (the metric of that sample is NaN, never the
+    // identity's error); zero total weight is the documented identity.
+    const double fill = out.invalid ? NAN : 0.0;
+    for (int a = 0; a < 3; ++a) {
+      out.source_mean[a] = out.target_mean[a] = out.translation[a] = fill;
+      out.source_origin[a] = out.target_origin[a] = fill;
+    }
+    out.scale = out.invalid ? NAN : 1.0;
+    if (out.invalid)
+      for (int k = 0; k < 9; ++k) out.rotation[k] = NAN;
     return;
   }
   for (int a = 0; a < 3; ++a) {
-    out.source_mean[a] = sx[a] / weight;
-    out.target_mean[a] = sy[a] / weight;
+    out.source_origin[a] = sx[a] / weight;
+    out.target_origin[a] = sy[a] / weight;
   }
-  double second_x = 0.0, second_y = 0.0, target_variance = 0.0;
-  for (int64_t i = 0; i < count; ++i) {
-    const double w = weights ? static_cast<double>(weights[i]) : 1.0;
-    double x[3], y[3];
-    for (int a = 0; a < 3; ++a) {
-      const double xa = static_cast<double>(source[3 * i + a]);
-      const double ya = static_cast<double>(target[3 * i + a]);
-      second_x += w * xa * xa;
-      second_y += w * ya * ya;
-      x[a] = xa - out.source_mean[a];
-      y[a] = ya - out.target_mean[a];
-    }
-    out.source_variance += w * (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);
-    target_variance += w * (y[0] * y[0] + y[1] * y[1] + y[2] * y[2]);
-    for (int a = 0; a < 3; ++a) {
-      const double wx = w * x[a];
-      for (int b = 0; b < 3; ++b) out.cross[3 * a + b] += wx * y[b];
-    }
+  double second_x, second_y, vx, vy;
+  accumulate_moments<T, false>(source, target, weights, count, out, second_x, second_y, vx, vy);
+  // A set whose spread is small against its distance from the origin loses digits to the centring
+  // (rounding of the centroid ~ eps |offset|): redo the moments with the residual-mean correction.
+  // Typical data (spread > 1% of the offset) never does.
+  if (!(vx > kProcrustesCentringTolerance * second_x) || !(vy > kProcrustesCentringTolerance * second_y)) {
+    accumulate_moments<T, true>(source, target, weights, count, out, second_x, second_y, vx, vy);
   }
+  vx = vx > 0.0 ? vx : (vx == vx ? 0.0 : vx);  // rounding can leave -0.x ulp; NaN stays NaN
+  vy = vy > 0.0 ? vy : (vy == vy ? 0.0 : vy);
+  out.source_variance = vx;
   double norm2 = 0.0;
   for (int k = 0; k < 9; ++k) norm2 += out.cross[k] * out.cross[k];
   out.cross_norm = sqrt(norm2);
-  if (out.cross_norm > kProcrustesCovarianceTolerance * sqrt(second_x * second_y)) {
-    out.trace = top_quaternion(out.cross, out.cross_norm, sqrt(out.source_variance * target_variance) * (1.0 + 1e-12),
-                               out.quaternion);
+  // Spreads below rounding (points equal within 1e-13 of their magnitude) make S noise.
+  const bool source_spread = vx > kProcrustesVarianceTolerance * second_x;
+  const bool target_spread = vy > kProcrustesVarianceTolerance * second_y;
+  if (source_spread && target_spread && out.cross_norm > kProcrustesCovarianceTolerance * sqrt(vx * vy)) {
+    out.trace = top_quaternion(out.cross, out.cross_norm, sqrt(vx * vy) * (1.0 + 1e-12), out.quaternion);
     quaternion_to_rotation(out.quaternion, out.rotation);
     out.rotation_determined = true;
+  } else if (!(out.cross_norm == out.cross_norm) || !(second_x == second_x) || !(second_y == second_y)) {
+    // NaN or infinite points: NaN outputs for this sample.
+    out.trace = NAN;
+    for (int k = 0; k < 9; ++k) out.rotation[k] = NAN;
   } else {
     out.trace = out.cross[0] + out.cross[4] + out.cross[8];  // tr(I S)
   }
   if (!scaling) {
     out.scale = 1.0;
-  } else if (out.source_variance > kProcrustesVarianceTolerance * second_x) {
-    out.scale = out.trace / out.source_variance;
+  } else if (!(out.trace == out.trace)) {
+    out.scale = NAN;
+  } else if (source_spread && out.trace > 0.0) {
+    out.scale = out.trace / vx;
     out.scale_determined = true;
   } else {
-    out.scale = 0.0;
+    out.scale = 0.0;  // no source spread, or tr(R S) <= 0 (never negative: s >= 0 is the contract)
   }
   for (int a = 0; a < 3; ++a) {
     const double* row = out.rotation + 3 * a;
@@ -398,17 +541,21 @@ MESHREC_HOST_DEVICE inline void solve_procrustes(const T* source, const T* targe
   }
 }
 
-// Applies the solved transform, aligned_i = s R x_i + t, and writes |aligned_i - y_i|.
+// Applies the solved transform, aligned_i = s R x_i + t, and writes |aligned_i - y_i|. Computed
+// as s R (x_i - mx) + my: the same points, without the cancellation between s R x_i and t that
+// costs digits when a set is far from the origin compared with its spread (s |mx| >> |aligned|).
 template <typename T>
 MESHREC_HOST_DEVICE inline void apply_similarity(const ProcrustesSolution& solution, const T* source, const T* target,
                                                  int64_t count, T* aligned, T* residual) {
   const double* R = solution.rotation;
   const double s = solution.scale;
   for (int64_t i = 0; i < count; ++i) {
-    const double x = source[3 * i], y = source[3 * i + 1], z = source[3 * i + 2];
+    double c[3], unused[3];
+    centred_point(solution, source, target, i, c, unused);
+    const double x = c[0], y = c[1], z = c[2];
     double squared = 0.0;
     for (int a = 0; a < 3; ++a) {
-      const double value = s * (R[3 * a] * x + R[3 * a + 1] * y + R[3 * a + 2] * z) + solution.translation[a];
+      const double value = s * (R[3 * a] * x + R[3 * a + 1] * y + R[3 * a + 2] * z) + solution.target_mean[a];
       const double difference = value - static_cast<double>(target[3 * i + a]);
       squared += difference * difference;
       aligned[3 * i + a] = static_cast<T>(value);
@@ -430,11 +577,11 @@ MESHREC_HOST_DEVICE inline void aligned_gradient(const ProcrustesSolution& sol, 
   }
   if (!grad_residual) return;
   const double* R = sol.rotation;
-  const double x[3] = {static_cast<double>(source[3 * i]), static_cast<double>(source[3 * i + 1]),
-                       static_cast<double>(source[3 * i + 2])};
+  double x[3], unused[3];
+  centred_point(sol, source, target, i, x, unused);  // as apply_similarity
   double difference[3], squared = 0.0;
   for (int a = 0; a < 3; ++a) {
-    difference[a] = sol.scale * (R[3 * a] * x[0] + R[3 * a + 1] * x[1] + R[3 * a + 2] * x[2]) + sol.translation[a] -
+    difference[a] = sol.scale * (R[3 * a] * x[0] + R[3 * a + 1] * x[1] + R[3 * a + 2] * x[2]) + sol.target_mean[a] -
                     static_cast<double>(target[3 * i + a]);
     squared += difference[a] * difference[a];
   }
@@ -458,6 +605,13 @@ MESHREC_HOST_DEVICE inline void procrustes_backward_sample(const T* source, cons
   ProcrustesSolution sol;
   solve_procrustes(source, target, weights, count, scaling, sol);
   double g[3], through[3];
+  if (sol.invalid) {  // NaN outputs: NaN gradients
+    for (int64_t i = 0; i < count; ++i) {
+      for (int a = 0; a < 3; ++a) grad_source[3 * i + a] = grad_target[3 * i + a] = static_cast<T>(NAN);
+      if (grad_weights) grad_weights[i] = static_cast<T>(NAN);
+    }
+    return;
+  }
   if (sol.empty) {  // aligned = source
     for (int64_t i = 0; i < count; ++i) {
       aligned_gradient(sol, source, target, grad_aligned, grad_residual, i, g, through);
@@ -571,10 +725,7 @@ MESHREC_HOST_DEVICE inline void procrustes_backward_sample(const T* source, cons
   for (int64_t i = 0; i < count; ++i) {
     const double w = weights ? static_cast<double>(weights[i]) : 1.0;
     double x[3], y[3];
-    for (int a = 0; a < 3; ++a) {
-      x[a] = static_cast<double>(source[3 * i + a]) - mx[a];
-      y[a] = static_cast<double>(target[3 * i + a]) - my[a];
-    }
+    centred_point(sol, source, target, i, x, y);
     aligned_gradient(sol, source, target, grad_aligned, grad_residual, i, g, through);
     double g_w = 0.0;
     for (int a = 0; a < 3; ++a) {

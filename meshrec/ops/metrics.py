@@ -80,14 +80,25 @@ def procrustes(
         per-point residual distances to the target, computed in the same kernel), in the dtype
         and on the device of ``source``. Units: those of the inputs.
 
-    Degenerate point sets never produce NaN (NaN inputs propagate to their own sample):
+    Degenerate point sets never produce NaN; invalid inputs make their own sample NaN (all
+    outputs), never a plausible-looking transform:
 
+    - NaN or infinite points, or a negative, NaN or infinite weight: NaN for that sample;
     - all weights zero: the identity transform (``s = 1, R = I, t = 0``), points unchanged;
     - source points all equal (within 1e-13 of their magnitude): ``s = 0``, so every point
       maps onto the target centroid (numpy's loop divides 0 by 0 there);
-    - vanishing cross-covariance (e.g. target points all equal): ``R = I``;
+    - target points all equal, or a cross-covariance below rounding of the sets' spreads:
+      ``R = I``;
     - collinear points: the rotation about their line is undetermined; the aligned points
-      are unique and agree with numpy, ``rotation`` is one valid choice.
+      are unique and agree with numpy, ``rotation`` is one valid choice (sets within 1e-12
+      of a line count as collinear).
+
+    ``s >= 0`` always. Ill-conditioned sets take a robust path inside the same kernel: sets
+    whose spread is under 1% of their distance from the origin are centred with a residual-
+    mean correction (accurate to rounding of the spread, down to spreads of 1e-9 of the offset
+    and below), and nearly collinear sets (a nearly double top eigenvalue) get their rotation
+    from a Jacobi eigen-decomposition, backward stable like an SVD. Aligned points are computed
+    as ``s R (x - mean_x) + mean_y``.
 
     Differentiable once with respect to ``source``, ``target`` and ``weights`` (the exact
     derivative of the optimum; components along undetermined rotation directions, as for

@@ -101,32 +101,59 @@ def procrustes(
     dtype = source.dtype
     x, y = source.double(), target.double()
     w = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device) if weights is None else weights.double()
+    # A negative, NaN or infinite weight makes the whole sample NaN (never a silent identity).
+    invalid = ~((w >= 0) & (w < math.inf)).all(-1)
+    w = torch.where(invalid[..., None], 0.0, w)
     total = w.sum(-1)
-    empty = ~(total > 0)
-    safe_total = torch.where(empty, 1.0, total)
-    mean_x = (w[..., None] * x).sum(-2) / safe_total[..., None]
-    mean_y = (w[..., None] * y).sum(-2) / safe_total[..., None]
-    xc, yc = x - mean_x[..., None, :], y - mean_y[..., None, :]
+    empty = ~(total > 0) & ~invalid
+    safe_total = torch.where(total > 0, total, 1.0)
+
+    def centred(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Centred about the rounded centroid, then by the residual mean (as the kernels): the
+        # centred points carry rounding relative to the spread, not to the offset.
+        origin = (w[..., None] * points).sum(-2) / safe_total[..., None]
+        shifted = points - origin[..., None, :]
+        shift = (w[..., None] * shifted).sum(-2) / safe_total[..., None]
+        return shifted - shift[..., None, :], origin + shift
+
+    xc, mean_x = centred(x)
+    yc, mean_y = centred(y)
     S = torch.einsum("...n,...na,...nb->...ab", w, xc, yc)
     variance = (w * xc.square().sum(-1)).sum(-1)
+    target_variance = (w * yc.square().sum(-1)).sum(-1)
     second_x = (w * x.square().sum(-1)).sum(-1)
     second_y = (w * y.square().sum(-1)).sum(-1)
     norm = torch.linalg.matrix_norm(S)
-    determined = (norm > _COVARIANCE_TOLERANCE * (second_x * second_y).sqrt()) & ~empty
+    source_spread = variance > _VARIANCE_TOLERANCE * second_x
+    target_spread = target_variance > _VARIANCE_TOLERANCE * second_y
+    determined = (source_spread & target_spread & (norm > _COVARIANCE_TOLERANCE * (variance * target_variance).sqrt())
+                  & ~empty & ~invalid)
     eye = torch.eye(3, dtype=x.dtype, device=x.device).expand(S.shape)
     # Undetermined samples get a harmless stand-in, so that neither branch makes NaN gradients.
     q = _TopQuaternion.apply(torch.where(determined[..., None, None], S, eye))
     rotation = torch.where(determined[..., None, None], _quaternion_to_rotation(q), eye)
+    # NaN or infinite points: NaN rotation (and whatever follows), as the kernels.
+    nonfinite = norm.isnan() | second_x.isnan() | second_y.isnan()
+    rotation = torch.where((nonfinite & ~determined)[..., None, None], math.nan, rotation)
     trace = (rotation * S.transpose(-1, -2)).sum((-1, -2))
     if scaling:
-        scale_determined = (variance > _VARIANCE_TOLERANCE * second_x) & ~empty
+        # s >= 0: tr(R S) >= 0 at the optimum, rounding aside (and R = I may give tr S < 0).
+        scale_determined = source_spread & (trace > 0) & ~empty
         scale = torch.where(scale_determined, trace / torch.where(scale_determined, variance, 1.0), 0.0)
+        scale = torch.where(trace.isnan(), trace, scale)
     else:
         scale = torch.ones_like(trace)
     scale = torch.where(empty, 1.0, scale)
     translation = mean_y - scale[..., None] * (rotation @ mean_x[..., None])[..., 0]
     translation = torch.where(empty[..., None], 0.0, translation)
-    aligned = scale[..., None, None] * (x @ rotation.transpose(-1, -2)) + translation[..., None, :]
+    nan = torch.full((), math.nan, dtype=x.dtype, device=x.device)
+    scale = torch.where(invalid, nan, scale)
+    rotation = torch.where(invalid[..., None, None], nan, rotation)
+    translation = torch.where(invalid[..., None], nan, translation)
+    # s R (x - mx) + my: the kernels' form (no cancellation between s R x and t far from the origin).
+    mean_y = torch.where(empty[..., None], 0.0, mean_y)
+    aligned = scale[..., None, None] * (xc @ rotation.transpose(-1, -2)) + mean_y[..., None, :]
+    aligned = torch.where(empty[..., None, None], x, aligned)
     residual = torch.linalg.vector_norm(aligned - y, dim=-1)
     return aligned.to(dtype), scale.to(dtype), rotation.to(dtype), translation.to(dtype), residual.to(dtype)
 
