@@ -16,11 +16,13 @@ from tqdm.auto import tqdm
 
 from meshrec.errors import (
     CheckpointError,
+    spell,
     ImageReadError,
     MissingInputError,
     UnknownDatasetError,
     UnknownMethodError,
 )
+from meshrec.io.checkpoints import identify_checkpoint
 from meshrec.io.images import IMAGE_SUFFIXES, check_image_file
 from meshrec.methods import Input, Method, Prediction, Sample
 from meshrec.plugins import get_plugin_manager
@@ -146,11 +148,10 @@ def load_method(
     checkpoint_path = None
     if checkpoint is not None:
         checkpoint_path = Path(checkpoint).expanduser()
-        if not checkpoint_path.is_file():
-            raise CheckpointError(f"checkpoint {checkpoint_path} does not exist (method {name!r})")
+        identify_checkpoint(checkpoint_path)  # cheap: a wrong file is named before the body model loads
     elif method_class.needs_checkpoint:
         raise CheckpointError(
-            f"method {name!r} needs a checkpoint: pass checkpoint=PATH (CLI: --checkpoint PATH). "
+            f"method {name!r} needs a checkpoint: pass {spell('checkpoint', 'PATH')}. "
             + (method_class.checkpoint_help or "")
         )
     body = _resolve_body_model(method_class, body_model, resolved_device)
@@ -300,7 +301,7 @@ def _check_required_inputs(method_class: type[Method], samples: list[Sample]) ->
         missing = [sample.source for sample in samples if not sample.has(needed)]
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            how = "an image input" if needed is Input.IMAGE else f"{needed.value}=..."
+            how = spell(needed.value)
             raise MissingInputError(
                 f"method {method_class.name!r} needs {needed.value} for every input; missing for {shown} (pass {how})"
             )

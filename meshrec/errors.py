@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import pickle
 
 __all__ = [
@@ -13,9 +14,40 @@ __all__ = [
     "UnknownDatasetError",
     "UnknownMethodError",
     "UnsafePickleError",
+    "front_door",
+    "spell",
 ]
 
 SMPL_REGISTRATION_URL = "https://smpl.is.tue.mpg.de"
+
+# Which front door the user came through ("python" or "cli"): errors name the argument as that
+# door spells it (``keypoints=...`` in Python, ``--keypoints FILE`` on the command line).
+front_door: contextvars.ContextVar[str] = contextvars.ContextVar("meshrec_front_door", default="python")
+
+CLI_SPELLINGS = {
+    "checkpoint": "--checkpoint PATH",
+    "body_model": "--body-models DIR",
+    "device": "--device DEVICE",
+    "bbox": "--bbox X Y W H (or per image in --annotations FILE)",
+    "camera": "--camera FX FY CX CY (or per image in --annotations FILE)",
+    "scene": "--scene FILE (N x 3 points in metres: .npy or .ply)",
+    "keypoints": "--keypoints FILE (or per image in --annotations FILE)",
+    "keypoint_sequence": "--keypoint-sequence FILE",
+    "keypoint_layout": "--keypoint-layout NAME",
+    "trust_checkpoint": "--trust-checkpoint",
+    "refine": "--refine METHOD",
+    "batch_size": "--batch-size N",
+    "image": "an image file or folder argument",
+}
+
+
+def spell(name: str, value: str = "...") -> str:
+    """How the user passes argument ``name`` through the front door they came in by."""
+    if front_door.get() == "cli":
+        return CLI_SPELLINGS.get(name, f"--option {name}={value}")
+    if name == "image":
+        return "an image input"
+    return f"{name}={value}"
 
 
 class MeshrecError(Exception):
@@ -33,7 +65,7 @@ class BodyModelNotFoundError(MeshrecError, FileNotFoundError):
             f"body model file {filename!r} was not found. Searched:\n{places}\n"
             "SMPL files are licensed and meshrec never downloads them: register at "
             f"{SMPL_REGISTRATION_URL}, download the model files, and pass their folder as "
-            "body_model=..., or set MESHREC_BODY_MODELS, or put them in ~/.cache/meshrec/body_models."
+            f"{spell('body_model')}, or set MESHREC_BODY_MODELS, or put them in ~/.cache/meshrec/body_models."
         )
 
     def __str__(self) -> str:  # OSError's own formatting would print "[Errno None]"

@@ -19,9 +19,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from meshrec.errors import CheckpointError
+from meshrec.errors import CheckpointError, spell
 
-__all__ = ["load_checkpoint", "load_state_dict_strict", "strip_prefix"]
+__all__ = ["identify_checkpoint", "load_checkpoint", "load_state_dict_strict", "strip_prefix"]
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+_PICKLE_PROTOCOLS = {bytes([0x80, protocol]) for protocol in range(2, 6)}  # legacy torch.save
+
+
+def identify_checkpoint(path: str | Path) -> str:
+    """``"zip"`` or ``"legacy"``: the container format of a torch checkpoint, read from its first
+    bytes. Cheap (nothing is unpickled), so callers run it before slower work.
+
+    Raises:
+        CheckpointError: the path is missing or a folder, or the file is not a torch checkpoint
+            at all (empty, text, an image, ...).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the checkpoint file itself")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head == _ZIP_MAGIC:
+        return "zip"
+    if head[:2] in _PICKLE_PROTOCOLS:
+        return "legacy"
+    described = "an empty file" if not head else f"a file starting with {head!r}"
+    raise CheckpointError(
+        f"{path} is not a torch checkpoint at all ({described}; torch.save writes a zip archive or a pickle). "
+        "Check that you passed the right file and that its download completed.")
 
 
 def _numpy_globals() -> list[Any]:
@@ -47,8 +75,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Any:
         CheckpointError: missing, truncated, not a torch checkpoint, or refused by the safe loader.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    identify_checkpoint(path)
     try:
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False)
@@ -60,13 +87,17 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> Any:
     except pickle.UnpicklingError as error:
         wanted = re.search(r"GLOBAL ([\w.]+)", str(error))
         detail = f"it asks for {wanted.group(1)}" if wanted else str(error).splitlines()[0]
+        if "weights_only" not in str(error):  # torch did not get as far as its safe loader: corrupt
+            raise CheckpointError(f"{path}: a damaged torch checkpoint ({detail}); download it again") from None
         raise CheckpointError(
             f"{path}: the safe loader (torch.load weights_only=True) refused this checkpoint: {detail}, "
             "beyond tensors and plain values, and nothing from it was run. If you trust the file, load it "
-            "with trust_checkpoint=True (a keyword of meshrec.load_method and meshrec.predict)."
+            f"with {spell('trust_checkpoint', 'True')}."
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})") from None
+    except (RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: a damaged or truncated torch checkpoint ({type(error).__name__}: "
+                              f"{first_line}); download it again") from None
 
 
 def strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import meshrec
+from meshrec.errors import spell
 from meshrec.body import SMPL_OUTPUT_JOINT_NAMES, load_joint_regressor
 from meshrec.camera import default_intrinsics
 from meshrec_fit.fitting import FitConfig, FitInit, SceneTerm, fit_smpl
@@ -110,11 +111,12 @@ class Fit(meshrec.Method):
         observed = sample.keypoint_sequence if sample.keypoint_sequence is not None else sample.keypoints
         if observed is None:
             raise meshrec.MissingInputError(
-                f"method 'fit' needs keypoints=... (P, K, 3) or keypoint_sequence=... (T, P, K, 3) for {sample.source}")
+                f"method 'fit' needs {spell('keypoints')} (P, K, 3) or {spell('keypoint_sequence')} (T, P, K, 3) "
+                f"for {sample.source}")
         if observed.shape[-2] != len(layout):
             raise ValueError(
                 f"keypoints of {sample.source} have {observed.shape[-2]} points per person but the layout "
-                f"{layout.name!r} has {len(layout)}; pick the layout with keypoint_layout= (coco17: 17, "
+                f"{layout.name!r} has {len(layout)}; pick the layout with {spell('keypoint_layout', 'NAME')} (coco17: 17, "
                 "openpose25: 25, h36m17: 17)")
         people_confidence = observed[..., 2].reshape(-1, observed.shape[-2])
         if np.any(people_confidence.max(axis=1) <= 0):
@@ -122,7 +124,7 @@ class Fit(meshrec.Method):
                              "drop that person or give confidences")
         if sample.camera is None and not sample.has(meshrec.Input.IMAGE):
             raise meshrec.MissingInputError(
-                f"method 'fit' needs camera=K (3x3 intrinsics) for {sample.source}, or the image, whose size "
+                f"method 'fit' needs {spell('camera', 'K')} (3x3 intrinsics) for {sample.source}, or the image, whose size "
                 "gives default intrinsics (focal length = image diagonal)")
 
     # -- fitting ----------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ class Fit(meshrec.Method):
         keypoints, intrinsics, owners, inits = [], [], [], []
         for index, (sample, prediction) in enumerate(zip(samples, predictions)):
             if sample.keypoints is None:
-                raise meshrec.MissingInputError(f"refining with 'fit' needs keypoints=... for {sample.source}")
+                raise meshrec.MissingInputError(f"refining with 'fit' needs {spell('keypoints')} for {sample.source}")
             if len(sample.keypoints) != prediction.num_people:
                 raise ValueError(f"{sample.source}: {len(sample.keypoints)} keypoint sets for {prediction.num_people} "
                                  "predicted people; give one set per predicted person, in the same order")

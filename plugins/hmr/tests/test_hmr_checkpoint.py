@@ -123,7 +123,7 @@ def test_not_an_hmr_checkpoint(tmp_path):
 def test_corrupt_and_missing_files(tmp_path, hmr_checkpoint):
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(hmr_checkpoint.read_bytes()[:100000])
-    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="damaged or truncated torch checkpoint"):
         load_hmr_network(truncated)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_hmr_network(tmp_path / "nope.pth")
