@@ -88,17 +88,21 @@ def backbone_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str
     return state
 
 
-def load_mesh_network(path: str | Path, trust: bool = False, **architecture: Any) -> MeshRegressor:
+def load_mesh_network(path: str | Path, trust: bool = False, hidden_dim: int = 1024,
+                      **architecture: Any) -> MeshRegressor:
     """A :class:`MeshRegressor` with the weights of a mesh ``best_epoch.bin``, strictly loaded.
 
     Args:
         path: the checkpoint file.
         trust: unpickle everything (only for files you trust); the default loads tensors, plain
             values and numpy scalars only.
+        hidden_dim: width of the head's layers (1024 in the released model).
         architecture: :class:`DSTformer` keyword arguments, if not the released configuration.
     """
     checkpoint = load_checkpoint(path, trust=trust)
-    network = MeshRegressor(DSTformer(**architecture) if architecture else None)
+    backbone = DSTformer(**architecture) if architecture else None
+    network = MeshRegressor(backbone, dim_rep=architecture.get("dim_rep", 512),
+                            num_joints=architecture.get("num_joints", 17), hidden_dim=hidden_dim)
     load_state_dict_strict(network, mesh_state_dict(checkpoint, str(path)), str(path))
     return network
 
