@@ -8,7 +8,10 @@ not load with the torch you run.
 Environment switches (the resolved configuration is printed at the start of the build):
   FORCE_CUDA=1           build the CUDA kernels even if no GPU is visible (needs a CUDA torch and nvcc)
   TORCH_CUDA_ARCH_LIST   CUDA architectures, e.g. "8.0;9.0+PTX" (default: visible GPUs, else 8.0;9.0+PTX)
+  CUDA_HOME              the CUDA toolkit (default: the installation nvcc on PATH reports)
+  MAX_JOBS               parallel compile jobs (torch's ninja build; default: all cores)
   MESHREC_DEBUG=1        -O0 -g
+See docs/cuda.md for building against a CUDA torch on a machine without a GPU.
 The compiled sources are listed once, in csrc/sources.txt, which CMakeLists.txt reads too.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,9 +52,48 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def find_nvcc() -> str | None:
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if cuda_home and (Path(cuda_home) / "bin" / "nvcc").is_file():
+        return str(Path(cuda_home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def nvcc_report(nvcc: str) -> tuple[str | None, str]:
+    """(installation root, release) as nvcc itself reports them. torch's build helpers guess the
+    root as dirname(dirname(which nvcc)), which is wrong where nvcc on PATH is a wrapper script
+    or a link (e.g. /usr/local/bin/nvcc exec-ing /usr/local/cuda-13.0/bin/nvcc): the headers
+    and libcudart are then not found."""
+    root, release = None, "?"
+    try:
+        dry = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
+        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None, release
+    for line in (dry.stdout + dry.stderr).splitlines():
+        if line.startswith("#$ TOP="):
+            root = str(Path(line.split("=", 1)[1].strip()).resolve())
+    for word in version.stdout.replace(",", " ").split():
+        if word.startswith("V") and word[1:2].isdigit():
+            release = word[1:]
+    return root, release
+
+
+def resolve_cuda_home(nvcc: str | None) -> tuple[str | None, str]:
+    """Sets CUDA_HOME (read by torch.utils.cpp_extension at import) when the user has not.
+    Returns (CUDA_HOME, nvcc release)."""
+    if nvcc is None:
+        return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"), "-"
+    root, release = nvcc_report(nvcc)
+    if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and root is not None:
+        os.environ["CUDA_HOME"] = root
+    return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"), release
+
+
 def resolve_cuda(torch) -> tuple[bool, str, str]:
     """Returns (build CUDA?, reason, arch list)."""
-    nvcc = shutil.which("nvcc")
+    nvcc = find_nvcc()
     torch_has_cuda = torch.version.cuda is not None
     if env_flag("FORCE_CUDA"):
         if not torch_has_cuda:
@@ -58,6 +101,12 @@ def resolve_cuda(torch) -> tuple[bool, str, str]:
                 "meshrec: FORCE_CUDA=1 but the installed torch is a CPU-only build "
                 f"({torch.__version__}), which lacks the CUDA headers the bindings need. "
                 "Install a CUDA build of torch, or unset FORCE_CUDA."
+            )
+        if nvcc is None:
+            raise SystemExit(
+                "meshrec: FORCE_CUDA=1 but nvcc was found neither in $CUDA_HOME/bin nor on PATH. "
+                f"Install the CUDA {torch.version.cuda} compiler (the toolkit, or the "
+                "nvidia-cuda-nvcc wheel of that version) and set CUDA_HOME, or unset FORCE_CUDA."
             )
         use_cuda, reason = True, "FORCE_CUDA=1"
     elif not torch_has_cuda:
@@ -89,10 +138,13 @@ def openmp_flags(torch) -> list[str]:
 
 def extension_modules() -> tuple[list, dict]:
     import torch
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = read_sources()
     use_cuda, reason, archs = resolve_cuda(torch)
+    cuda_home, nvcc_release = resolve_cuda_home(find_nvcc()) if use_cuda else (None, "-")
+    # After resolve_cuda_home: cpp_extension reads CUDA_HOME once, when it is imported.
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
     debug = env_flag("MESHREC_DEBUG")
     version = read_version()
 
@@ -111,6 +163,8 @@ def extension_modules() -> tuple[list, dict]:
         ("python", sys.version.split()[0]),
         ("cuda", f"{'yes' if use_cuda else 'no'} ({reason})"),
         ("TORCH_CUDA_ARCH_LIST", archs or "-"),
+        *([("CUDA_HOME", cuda_home or "-"), ("nvcc", nvcc_release)] if use_cuda else []),
+        *([("MAX_JOBS", os.environ["MAX_JOBS"])] if os.environ.get("MAX_JOBS") else []),
         ("debug", debug),
         ("openmp", "yes" if openmp else "no (at::parallel_for runs serially)"),
         ("sources", len(files)),

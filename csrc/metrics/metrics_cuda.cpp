@@ -34,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> procruste
   at::Tensor rotation = at::empty(procrustes_batch_shape(x, 3, 3), x.options());
   at::Tensor translation = at::empty(procrustes_batch_shape(x, 3), x.options());
   at::Tensor residual = at::empty(procrustes_batch_shape(x, x.size(-2)), x.options());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "meshrec::procrustes", [&] {
     check_launch(cuda::launch_procrustes<scalar_t>(
                      x.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
@@ -60,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> procrustes_backward_cuda(
   const at::Tensor w = weights.has_value() ? weights->contiguous() : at::Tensor();
   at::Tensor grad_source = at::empty_like(x), grad_target = at::empty_like(y);
   at::Tensor grad_weights = at::empty(procrustes_batch_shape(x, x.size(-2)), x.options());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "meshrec::procrustes_backward", [&] {
     check_launch(cuda::launch_procrustes_backward<scalar_t>(
                      optional_data<scalar_t>(grads.aligned), optional_data<scalar_t>(grads.scale),
@@ -80,7 +80,7 @@ at::Tensor sample_sdf_cuda(const at::Tensor& points, const at::Tensor& sdf, at::
   const c10::cuda::CUDAGuard guard(points.device());
   const at::Tensor p = points.contiguous(), field = sdf.contiguous();
   at::Tensor values = at::empty(sdf_values_shape(p), p.options());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "meshrec::sample_sdf", [&] {
     check_launch(cuda::launch_sample_sdf<scalar_t>(p.const_data_ptr<scalar_t>(), p.numel() / 3,
                                                    field.const_data_ptr<scalar_t>(), grid,
@@ -97,7 +97,7 @@ at::Tensor sample_sdf_backward_cuda(const at::Tensor& grad_values, const at::Ten
   const c10::cuda::CUDAGuard guard(points.device());
   const at::Tensor p = points.contiguous(), field = sdf.contiguous(), g = grad_values.contiguous();
   at::Tensor grad_points = at::empty_like(p);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "meshrec::sample_sdf_backward", [&] {
     check_launch(cuda::launch_sample_sdf_backward<scalar_t>(g.const_data_ptr<scalar_t>(), p.const_data_ptr<scalar_t>(),
                                                             p.numel() / 3, field.const_data_ptr<scalar_t>(), grid,
@@ -119,7 +119,7 @@ at::Tensor winding_number_cuda(const at::Tensor& points, const at::Tensor& verti
   at::Tensor scratch = at::empty({static_cast<int64_t>(bytes)}, v.options().dtype(at::kByte));
   cuda::WindingWorkspace workspace;
   cuda::WindingWorkspace::layout(scratch.mutable_data_ptr(), bodies, vertex_count, face_count, &workspace);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "meshrec::winding_number", [&] {
     check_launch(cuda::launch_winding_number<scalar_t>(p.const_data_ptr<scalar_t>(), p.size(0), count,
                                                        v.const_data_ptr<scalar_t>(), bodies, vertex_count,
@@ -137,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor> nearest_points_cuda(const at::Tensor& queries
   const int64_t batch = q.size(0), count = q.size(1), scenes = p.size(0), scene_size = p.size(1);
   at::Tensor distance = at::empty({batch, count}, q.options());
   at::Tensor index = at::empty({batch, count}, q.options().dtype(at::kLong));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "meshrec::nearest_points", [&] {
     const size_t bytes = cuda::NearestWorkspace<scalar_t>::layout(nullptr, scenes, scene_size, nullptr);
     at::Tensor scratch = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));

@@ -17,7 +17,7 @@ at::Tensor rodrigues_cuda(const at::Tensor& axis_angle) {
   const c10::cuda::CUDAGuard guard(axis_angle.device());
   const at::Tensor w = axis_angle.contiguous();
   at::Tensor rotation = at::empty(rotation_shape(w), w.options());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues", [&] {
     check_launch(cuda::launch_rodrigues_forward<scalar_t>(w.const_data_ptr<scalar_t>(),
                                                           rotation.mutable_data_ptr<scalar_t>(), w.numel() / 3,
@@ -33,7 +33,7 @@ at::Tensor rodrigues_backward_cuda(const at::Tensor& grad_rotation, const at::Te
   const at::Tensor w = axis_angle.contiguous();
   const at::Tensor g = grad_rotation.contiguous();
   at::Tensor grad_w = at::empty_like(w);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues_backward", [&] {
     check_launch(cuda::launch_rodrigues_backward<scalar_t>(g.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                                            grad_w.mutable_data_ptr<scalar_t>(), w.numel() / 3,

@@ -83,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> smpl_lbs_cuda(
   at::Tensor joints = at::empty({B, J + R, 3}, betas.options());
   at::Tensor posed = save_posed ? at::empty({B, V, 3}, betas.options()) : at::empty({0}, betas.options());
   if (B == 0) return {vertices, joints, posed};
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES(betas.scalar_type(), "meshrec::smpl_lbs", [&] {
     using T = scalar_t;
@@ -147,7 +147,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
   at::Tensor grad_posed = at::empty({B, V, 3}, betas.options());
   at::Tensor grad_joint_template = at::empty({B, J, 3}, betas.options());
   if (B == 0) return {grad_betas, grad_rotations, grad_transl, grad_posed, grad_joint_template};
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES(betas.scalar_type(), "meshrec::smpl_lbs_backward", [&] {
     using T = scalar_t;
@@ -201,7 +201,7 @@ at::Tensor joint_regression_cuda(const at::Tensor& vertices_in, const at::Tensor
   const at::Tensor rows = rows_in.contiguous(), weights = weights_in.contiguous();
   const int64_t B = vertices.size(0), V = vertices.size(1);
   at::Tensor joints = at::empty({B, num_joints, 3}, vertices.options());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(vertices.scalar_type(), "meshrec::joint_regression", [&] {
     check_launch(cuda::launch_smpl_regress<scalar_t>(vertices.const_data_ptr<scalar_t>(), V,
                                                      vertex_ids.const_data_ptr<int32_t>(), rows.const_data_ptr<int32_t>(),
@@ -221,7 +221,7 @@ at::Tensor joint_regression_backward_cuda(const at::Tensor& grad_joints_in, cons
   const at::Tensor rows = rows_in.contiguous(), weights = weights_in.contiguous();
   const int64_t B = grad_joints.size(0), R = grad_joints.size(1);
   at::Tensor grad_vertices = at::empty({B, num_vertices, 3}, grad_joints.options());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(grad_joints.scalar_type(), "meshrec::joint_regression_backward", [&] {
     check_launch(cuda::launch_smpl_regress_transposed<scalar_t>(
                      grad_joints.const_data_ptr<scalar_t>(), R, vertex_ids.const_data_ptr<int32_t>(),

@@ -21,7 +21,7 @@
 namespace meshrec {
 namespace {
 
-cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); }
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream(); }
 
 // Raises unless every entry of `index` lies in [-1, limit).
 void check_index_range(const at::Tensor& index, int64_t limit, const char* name) {
