@@ -795,3 +795,58 @@ def test_procrustes_invalid_weights_give_nan_for_their_sample(bad):
     leaf = source.clone().requires_grad_()
     procrustes(leaf, target, weights).residual[0].sum().backward()
     assert torch.isfinite(leaf.grad[0]).all() and torch.isnan(leaf.grad[1]).all()
+
+
+# ---- invalid values never score well: NaN in, NaN out (issue 13) --------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_winding_number_of_a_non_finite_mesh_is_nan(mannequin, bad):
+    """A mesh with a NaN or infinite vertex has no inside: NaN winding numbers for every point,
+    in the kernels and the reference (before: 0 everywhere, i.e. "outside")."""
+    vertices, faces = mannequin
+    bodies = torch.stack([vertices, vertices])
+    bodies[1, 17, 2] = bad
+    points = vertices[::40] * 0.9 + 0.1 * vertices.mean(0)
+    for winding in (winding_number(points, bodies, faces), reference.winding_number(points[None], bodies, faces)):
+        assert torch.isnan(winding[1]).all()
+        assert (winding[0] >= 1).any() and torch.isfinite(winding[0]).all()
+
+
+def test_scene_metrics_of_nan_bodies_and_scenes_are_nan(mannequin):
+    """collision_ratio, penetration, ConFE and contact distance give NaN (never the best score 0)
+    for a body with a NaN vertex or a scene point cloud with a NaN point."""
+    from meshrec.metrics import collision_ratio, contact_distance, contact_fit_error, penetration_error
+
+    vertices, faces = mannequin
+    bodies = torch.stack([vertices, vertices.clone()])
+    bodies[1, 5, 0] = float("nan")
+    scene = vertices[::30] * 0.9 + 0.1 * vertices.mean(0)
+    ratio = collision_ratio(bodies, faces, scene)
+    assert ratio[0] > 0 and torch.isnan(ratio[1])
+    nan_scene = scene.clone()
+    nan_scene[3, 1] = float("nan")
+    assert torch.isnan(collision_ratio(vertices, faces, nan_scene))
+    keep = ~nan_scene.isnan().any(-1)  # a mask that excludes the NaN point counts the rest
+    torch.testing.assert_close(collision_ratio(vertices, faces, nan_scene, mask=keep),
+                               collision_ratio(vertices, faces, scene[keep]))
+    sdf = -torch.ones(4, 4, 4, dtype=torch.float64)  # everything inside an object
+    for fn in (penetration_error, lambda *a: contact_fit_error(*a, None)):
+        value = fn(bodies, sdf, [-2, -2, -2], [2, 2, 2])
+        assert value[0] > 0 and torch.isnan(value[1])
+    distance = contact_distance(bodies, scene)
+    assert torch.isfinite(distance[0]) and torch.isnan(distance[1])
+    assert torch.isnan(contact_distance(vertices, nan_scene))
+
+
+def test_pose_metrics_of_nan_joints_are_nan():
+    """Every functional metric returns NaN for a sample with a NaN joint (before: PCK and AUC
+    counted it as a miss and returned a plausible fraction)."""
+    from meshrec.metrics import auc, mpjpe, pa_mpjpe, pck, scale_aligned_mpjpe
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.randn(3, 14, 3, generator=g, dtype=torch.float64)
+    pred = target + 0.01 * torch.randn(3, 14, 3, generator=g, dtype=torch.float64)
+    pred[1, 4, 2] = float("nan")
+    for fn in (mpjpe, pa_mpjpe, scale_aligned_mpjpe, pck, auc):
+        value = fn(pred, target)
+        assert torch.isnan(value[1]) and torch.isfinite(value[[0, 2]]).all(), fn.__name__

@@ -29,12 +29,13 @@ inline void build_winding_grid(const T* vertices, int64_t vertex_count, const in
   for (int64_t v = 0; v < vertex_count; ++v)
     for (int a = 0; a < 3; ++a) {
       const double value = static_cast<double>(vertices[3 * v + a]);
-      if (!(value == value)) finite = false;
+      if (!(value - value == 0.0)) finite = false;  // NaN or infinite
       lower[a] = value < lower[a] ? value : lower[a];
       upper[a] = value > upper[a] ? value : upper[a];
     }
   winding_set_bounds(g, lower, upper);
   if (!finite || vertex_count == 0) g.valid = 0;
+  g.nonfinite = !finite;
   grid.lattice.assign(2 * vertex_count, 0);
   grid.cell_faces.clear();
   grid.large_faces.clear();

@@ -171,8 +171,10 @@ at::Tensor winding_number_cpu(const at::Tensor& points, const at::Tensor& vertic
         const int64_t b = i / count, k = i % count;
         const scalar_t* point = p_ptr + point_stride * b + 3 * k;
         const bool nan = !(point[0] == point[0] && point[1] == point[1] && point[2] == point[2]);
-        out[i] = nan ? point[0] + point[1] + point[2]
-                     : static_cast<scalar_t>(
+        // A NaN or infinite vertex leaves the mesh without an inside: NaN, never "outside" (0).
+        out[i] = nan                          ? point[0] + point[1] + point[2]
+                 : grids[b].params.nonfinite ? static_cast<scalar_t>(NAN)
+                                              : static_cast<scalar_t>(
                            metrics::winding_query(point, grids[b], v_ptr + 3 * vertex_count * b, f_ptr));
       }
     });

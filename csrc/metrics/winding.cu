@@ -18,7 +18,7 @@ __global__ void winding_bounds_kernel(const T* __restrict__ vertices, int64_t ve
   for (int64_t v = threadIdx.x; v < vertex_count; v += blockDim.x)
     for (int a = 0; a < 3; ++a) {
       const double value = static_cast<double>(body[3 * v + a]);
-      if (!(value == value)) finite = 0.0;
+      if (!(value - value == 0.0)) finite = 0.0;  // NaN or infinite
       lower[a] = value < lower[a] ? value : lower[a];
       upper[a] = value > upper[a] ? value : upper[a];
     }
@@ -31,6 +31,7 @@ __global__ void winding_bounds_kernel(const T* __restrict__ vertices, int64_t ve
     metrics::WindingGridParams g;
     metrics::winding_set_bounds(g, lower, upper);
     if (finite == 0.0 || vertex_count == 0) g.valid = 0;
+    g.nonfinite = finite == 0.0;
     params[blockIdx.x] = g;
   }
 }
@@ -119,6 +120,10 @@ __global__ void winding_query_kernel(const T* __restrict__ points, int64_t point
     const T* point = points + 3 * (count * (point_sets == 1 ? 0 : b) + k);
     if (!(point[0] == point[0] && point[1] == point[1] && point[2] == point[2])) {
       winding[i] = point[0] + point[1] + point[2];
+      continue;
+    }
+    if (params[b].nonfinite) {  // a NaN or infinite vertex: no defined inside, never "outside" (0)
+      winding[i] = static_cast<T>(NAN);
       continue;
     }
     winding[i] = static_cast<T>(metrics::winding_query(

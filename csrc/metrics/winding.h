@@ -39,6 +39,7 @@ struct WindingGridParams {
   int64_t cell;            // cell size in lattice steps
   int64_t cells[2];        // grid size along x and y
   int64_t valid;           // 0: the projection has no area (every winding number is 0)
+  int64_t nonfinite;       // 1: a vertex is NaN or infinite (every winding number is NaN, not 0)
 };
 
 // Grid cells available per body for `faces` triangles.
@@ -58,6 +59,7 @@ MESHREC_HOST_DEVICE inline void winding_set_bounds(WindingGridParams& g, const d
   g.z_max = upper[2];
   const double extent = fmax(upper[0] - lower[0], upper[1] - lower[1]);
   g.valid = extent > 0.0 && extent < 1e300;  // false on NaN
+  g.nonfinite = 0;  // set by the grid builders, which see every vertex
   g.inverse_quantum = g.valid ? kWindingLatticeSteps / extent : 0.0;
   g.cell = 1;
   g.cells[0] = g.cells[1] = 1;

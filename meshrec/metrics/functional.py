@@ -15,6 +15,8 @@ Conventions shared by every function here:
   selects the evaluated subset.
 - Differentiable (PA-MPJPE too: usable as a loss). Bad shapes and empty inputs raise
   ValueError / TypeError naming the argument.
+- A NaN or infinite coordinate (or Procrustes weight) makes that sample's result NaN, in every
+  function here (PCK and AUC too): invalid input never scores as a plausible value.
 """
 
 from __future__ import annotations
@@ -285,7 +287,14 @@ def pck(
     after ``alignment`` ("none", "scale" or "procrustes") and root alignment. Not
     differentiable (a count)."""
     errors = _aligned_errors(pred, target, alignment, root, joints, mask)
-    return masked_mean((errors < threshold).to(errors.dtype), _check_mask(mask, errors.shape))
+    return masked_mean(_hits(errors, threshold), _check_mask(mask, errors.shape))
+
+
+def _hits(errors: torch.Tensor, thresholds) -> torch.Tensor:
+    """1.0 where errors < thresholds, else 0.0; NaN where the error is NaN (a NaN joint is
+    neither a hit nor a miss: the sample's PCK is NaN, never a plausible fraction)."""
+    hits = (errors < thresholds).to(errors.dtype)
+    return torch.where(errors.isnan(), errors, hits)
 
 
 def auc(
@@ -306,7 +315,7 @@ def auc(
     if thresholds.dim() != 1 or thresholds.numel() == 0:
         raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {tuple(thresholds.shape)}")
     errors = _aligned_errors(pred, target, alignment, root, joints, mask)
-    below = (errors[..., None] < thresholds).to(errors.dtype).mean(-1)
+    below = _hits(errors[..., None], thresholds).mean(-1)
     return masked_mean(below, _check_mask(mask, errors.shape))
 
 

@@ -2,16 +2,18 @@
 and contact with a scene point cloud (EgoHMR).
 
 Bodies are vertex tensors (..., V, 3) in the scene's frame and units (metres). Results are per
-body, with the batch shape.
+body, with the batch shape. A body (or its scene points) with a NaN or infinite coordinate gets
+NaN, never a score: 0 penetration or 0 collisions would read as the best result.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
-from meshrec.ops.metrics import nearest_points, points_inside_mesh, sample_sdf
+from meshrec.ops.metrics import nearest_points, sample_sdf, winding_number
 
 __all__ = [
     "collision_ratio",
@@ -47,7 +49,17 @@ def penetration_error(
     averaged), in the grid's units (metres). Differentiable with respect to the vertices (the
     PROX penetration loss)."""
     values = scene_sdf(vertices, sdf, grid_min, grid_max)
-    return torch.where(values < 0, -values, torch.zeros_like(values)).sum(-1)
+    return _depth(values).sum(-1)
+
+
+def _depth(values: torch.Tensor) -> torch.Tensor:
+    """-sdf where negative, else 0; NaN stays NaN (a NaN vertex must not count as outside)."""
+    return torch.where(values >= 0, torch.zeros_like(values), -values)
+
+
+def _nonfinite(points: torch.Tensor) -> torch.Tensor:
+    """(...) True where a (..., N, 3) point set has a NaN or infinite coordinate."""
+    return ~torch.isfinite(points).all(-1).all(-1)
 
 
 def contact_fit_error(
@@ -62,7 +74,7 @@ def contact_fit_error(
     is a (..., V) or (V,) boolean per-vertex label (RICH's human-scene contact); None means no
     labels (PROX), where ConFE equals PenE. (...) per body, metres."""
     values = scene_sdf(vertices, sdf, grid_min, grid_max)
-    penetration = torch.where(values < 0, -values, torch.zeros_like(values))
+    penetration = _depth(values)
     if contact is None:
         return penetration.sum(-1)
     contact = torch.as_tensor(contact, device=values.device).bool()
@@ -83,6 +95,9 @@ def contact_distance(vertices: torch.Tensor, scene_points: torch.Tensor, squared
     """
     _check_vertices("vertices", vertices)
     distance = nearest_points(vertices, scene_points).distance.amin(-1)
+    # The nearest-point search skips NaN scene points; the metric must not.
+    if isinstance(scene_points, torch.Tensor):
+        distance = torch.where(_nonfinite(vertices) | _nonfinite(scene_points), math.nan, distance)
     return distance.square() if squared else distance
 
 
@@ -102,8 +117,12 @@ def collision_ratio(
         mask: optional (P,) or (B, P) scene points to count (denominator: the masked count).
     """
     _check_vertices("vertices", vertices)
-    inside = points_inside_mesh(scene_points, vertices, faces).to(vertices.dtype)
+    winding = winding_number(scene_points, vertices, faces)
+    # NaN winding numbers (NaN scene points, a non-finite body) stay NaN: "not inside" would
+    # score such a body as collision-free.
+    inside = torch.where(winding.isnan(), winding, (winding >= 0.5).to(winding.dtype))
     if mask is None:
         return inside.mean(-1)
     weights = torch.as_tensor(mask, device=inside.device).to(inside.dtype).expand_as(inside)
-    return (inside * weights).sum(-1) / weights.sum(-1)
+    counted = torch.where(weights > 0, inside * weights, torch.zeros_like(inside))
+    return counted.sum(-1) / weights.sum(-1)

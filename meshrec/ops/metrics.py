@@ -229,7 +229,9 @@ def winding_number(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Te
             and to form a closed, consistently oriented mesh (:func:`check_closed_mesh`).
 
     Returns:
-        (P,) or (B, P) winding numbers, dtype of ``vertices`` (NaN for NaN points).
+        (P,) or (B, P) winding numbers, dtype of ``vertices``: NaN for NaN points, and for
+        every point of a mesh with a NaN or infinite vertex (such a mesh has no inside; 0 would
+        read as "outside", the best score of a collision metric).
     """
     vertices_batched, single = _mesh_batch("vertices", vertices, "(V, 3) or (B, V, 3)")
     points_batched, single_points = _mesh_batch("points", points, "(P, 3) or (B, P, 3)")
@@ -249,7 +251,9 @@ def winding_number(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Te
 
 def points_inside_mesh(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Boolean (P,) or (B, P): whether each point is inside the closed mesh, i.e. its
-    :func:`winding_number` is at least 0.5 (so overlapping parts count once)."""
+    :func:`winding_number` is at least 0.5 (so overlapping parts count once). A NaN winding
+    number (NaN point or non-finite mesh) reads False here: metrics that must not score such
+    input as "outside" use :func:`winding_number` (as :func:`meshrec.metrics.collision_ratio`)."""
     return winding_number(points, vertices, faces) >= 0.5
 
 

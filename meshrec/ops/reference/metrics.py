@@ -209,6 +209,9 @@ def winding_number(
             numerator = (a * torch.linalg.cross(bb, c)).sum(-1)
             denominator = la * lb * lc + (a * bb).sum(-1) * lc + (bb * c).sum(-1) * la + (c * a).sum(-1) * lb
             out[b, selected] = torch.atan2(numerator, denominator).sum(-1) / (2 * math.pi)
+    # A NaN or infinite vertex leaves its mesh without an inside: NaN, never "outside" (0).
+    broken = ~torch.isfinite(vertices).all(-1).all(-1)
+    out = torch.where(broken[:, None], math.nan, out)
     nan = points.isnan().any(-1)
     return torch.where(nan, points.sum(-1).to(out.dtype), out)
 
