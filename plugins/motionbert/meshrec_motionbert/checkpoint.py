@@ -88,7 +88,7 @@ def backbone_state_dict(checkpoint: Any, source: str = "checkpoint") -> dict[str
     return state
 
 
-def load_mesh_network(path: str | Path, trust: bool = False, hidden_dim: int = 1024,
+def load_mesh_network(path: str | Path, trust: bool = False, hidden_dim: int = 1024, checkpoint: Any = None,
                       **architecture: Any) -> MeshRegressor:
     """A :class:`MeshRegressor` with the weights of a mesh ``best_epoch.bin``, strictly loaded.
 
@@ -97,9 +97,10 @@ def load_mesh_network(path: str | Path, trust: bool = False, hidden_dim: int = 1
         trust: unpickle everything (only for files you trust); the default loads tensors, plain
             values and numpy scalars only.
         hidden_dim: width of the head's layers (1024 in the released model).
+        checkpoint: the file's content when already read.
         architecture: :class:`DSTformer` keyword arguments, if not the released configuration.
     """
-    checkpoint = load_checkpoint(path, trust=trust)
+    checkpoint = load_checkpoint(path, trust=trust) if checkpoint is None else checkpoint
     backbone = DSTformer(**architecture) if architecture else None
     network = MeshRegressor(backbone, dim_rep=architecture.get("dim_rep", 512),
                             num_joints=architecture.get("num_joints", 17), hidden_dim=hidden_dim)

@@ -11,6 +11,7 @@ from torch import nn
 
 import meshrec
 from meshrec.body import SMPL_OUTPUT_JOINT_NAMES, JointRegressor, find_body_model_file, load_joint_regressor
+from meshrec.io.checkpoints import load_checkpoint
 from meshrec_motionbert.checkpoint import load_mesh_network
 from meshrec_motionbert.keypoints import (
     average_rotations,
@@ -21,6 +22,7 @@ from meshrec_motionbert.keypoints import (
     normalize,
     window_starts,
 )
+from meshrec_motionbert.refine import LAYOUTS, RefinerNetwork, load_refiner_network
 
 __all__ = ["MotionBERT", "estimate_translation"]
 
@@ -129,6 +131,9 @@ class MotionBERT(meshrec.Method):
                        "training 16)", type=_clip_len),
         meshrec.Option("window_overlap", 27, "frames shared by consecutive windows of sequences longer than "
                        "clip_len (0..clip_len-1)"),
+        meshrec.Option("refine_layout", "consistent", "refiner checkpoint only: 6D encoding of the refined "
+                       "method's rotations: 'consistent' (a zero residual returns the input) or 'upstream' (upstream's "
+                       "row-layout encoding, which its released refiner was trained with)", choices=LAYOUTS),
         meshrec.Option("trust_checkpoint", False, "unpickle the checkpoint fully (only for files you trust)"),
     )
 
@@ -140,7 +145,13 @@ class MotionBERT(meshrec.Method):
         if not 0 <= options["window_overlap"] < options["clip_len"]:
             raise ValueError(f"window_overlap must be in [0, clip_len={options['clip_len']}), got "
                              f"{options['window_overlap']}")
-        network = load_mesh_network(checkpoint, trust=options["trust_checkpoint"])
+        content = load_checkpoint(checkpoint, trust=options["trust_checkpoint"])
+        state = content.get("model", content) if isinstance(content, dict) else {}
+        refiner = any(k.endswith("head.fc2.weight") and getattr(v, "dim", lambda: 0)() == 3 for k, v in state.items())
+        if refiner:
+            network = load_refiner_network(checkpoint, layout=options["refine_layout"], checkpoint=content)
+        else:
+            network = load_mesh_network(checkpoint, checkpoint=content)
         location = body_model.model_file.parent if getattr(body_model, "model_file", None) else None
         regressor_path = find_body_model_file(H36M_REGRESSORS, location)
         dtype = body_model.v_template.dtype
@@ -218,8 +229,97 @@ class MotionBERT(meshrec.Method):
         index = torch.arange(frames, device=self.device) - torch.as_tensor(starts, device=self.device)[owner]
         return rotmat[owner, index], betas[owner, index]
 
+    @property
+    def is_refiner(self) -> bool:
+        return isinstance(self.model, RefinerNetwork)
+
     def predict_batch(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
+        if self.is_refiner:
+            raise ValueError("this motionbert method holds the refiner checkpoint, which refines another method's "
+                             "predictions: pass it as refine=meshrec.load_method('motionbert', checkpoint=REFINER) "
+                             "to meshrec.predict")
         return [self._predict(sample) for sample in samples]
+
+    # -- refiner ----------------------------------------------------------------------------------
+    def refine_sequence(self, clip: np.ndarray, rotmat: torch.Tensor) -> torch.Tensor:
+        """One person's normalised (T, 17, 3) keypoints and input rotations (T, 24, 3, 3) ->
+        refined rotations (T, 24, 3, 3), through windows (and the mirrored pass with ``flip``)."""
+        frames = len(clip)
+        clip_len, overlap = self.options["clip_len"], self.options["window_overlap"]
+        starts = window_starts(frames, clip_len, overlap)
+        length = min(clip_len, frames)
+        dtype = next(self.model.parameters()).dtype
+        x = torch.as_tensor(clip, dtype=dtype, device=self.device)
+        rotmat = rotmat.to(self.device, dtype)
+        windows = torch.stack([x[s:s + length] for s in starts])
+        poses = torch.stack([rotmat[s:s + length] for s in starts])
+        refined = self.model.refine(windows, poses)
+        if self.options["flip"]:
+            mirrored = self.model.refine(flip_keypoints(windows), flip_rotations(poses))
+            refined = average_rotations(refined, flip_rotations(mirrored))
+        owner = torch.as_tensor(frame_owners(frames, length, starts), device=self.device)
+        index = torch.arange(frames, device=self.device) - torch.as_tensor(starts, device=self.device)[owner]
+        return refined[owner, index]
+
+    def refine(self, samples: list[meshrec.Sample], predictions: list[meshrec.Prediction]) -> list[meshrec.Prediction]:
+        """Refines other methods' predictions with the refiner checkpoint.
+
+        Either every sample has ``keypoint_sequence`` (T, P, 17, 3) and its prediction T * P
+        bodies frame-major (as ``motionbert`` and ``fit`` give for sequences), or every sample is a
+        frame with ``keypoints`` (P, 17, 3) and a prediction of P people, and the batch's frames
+        are taken as one sequence in order (so ``batch_size`` sets the temporal context). Betas
+        and translations are kept; rotations are refined; SMPL runs again.
+        """
+        if not self.is_refiner:
+            raise ValueError("refining with motionbert needs MotionBERT's refiner checkpoint (checkpoint/mesh/"
+                             "FT_MB_release_MB_ft_pw3d_refine_hybrik/best_epoch.bin); this method holds the mesh model")
+        if all(s.keypoint_sequence is not None for s in samples):
+            return [self._refine_one(self._keypoints(s), p, s) for s, p in zip(samples, predictions)]
+        if all(s.keypoints is not None for s in samples):
+            people = {len(s.keypoints) for s in samples} | {p.num_people for p in predictions}
+            if len(people) != 1:
+                raise ValueError(f"refining frames as a sequence needs the same people in every frame, in the same "
+                                 f"order (keypoints and predictions); found counts {sorted(people)}")
+            stacked = np.stack([np.asarray(s.keypoints, dtype=np.float64) for s in samples])
+            if self.options["keypoint_layout"] == "coco17":
+                stacked = coco_to_h36m(stacked)
+            merged = meshrec.Prediction(**{name: torch.cat([getattr(p, name) for p in predictions]) for name in
+                                           ("vertices", "joints", "global_orient", "body_pose", "betas", "transl",
+                                            "scores")}, faces=predictions[0].faces, method=predictions[0].method)
+            refined = self._refine_one(stacked, merged, samples[0])
+            owner = torch.arange(len(samples), device=refined.vertices.device).repeat_interleave(people.pop())
+            parts = refined.split(owner, len(samples), shared=("frames", "people", "refined_from"))
+            for part, sample in zip(parts, samples):
+                part.source = sample.source
+            return parts
+        raise meshrec.MissingInputError("refining with motionbert needs keypoint_sequence=... (T, P, 17, 3) for every "
+                                        "input, or keypoints=... (P, 17, 3) for every frame")
+
+    def _refine_one(self, keypoints: np.ndarray, prediction: meshrec.Prediction,
+                    sample: meshrec.Sample) -> meshrec.Prediction:
+        frames, people = keypoints.shape[:2]
+        if keypoints.shape[2] != 17:
+            raise ValueError(f"{sample.source}: the refiner takes 17 keypoints per person, got {keypoints.shape[2]}")
+        if prediction.num_people != frames * people:
+            raise ValueError(f"{sample.source}: {prediction.num_people} predicted bodies for {frames} frames x "
+                             f"{people} people; give one body per person and frame, frame-major")
+        rotations = torch.cat([prediction.global_orient[:, None], prediction.body_pose], 1).reshape(
+            frames, people, 24, 3, 3)
+        size = self._image_size(sample)
+        refined = torch.stack([self.refine_sequence(normalize(keypoints[:, p], self.options["normalization"], size),
+                                                    rotations[:, p]) for p in range(people)], dim=1).flatten(0, 1)
+        dtype = self.body_model.v_template.dtype
+        refined = refined.to(dtype)
+        betas = prediction.betas.to(self.device, dtype)[:, :10]
+        transl = prediction.transl.to(self.device, dtype)
+        body = self.body_model(betas=betas, global_orient=refined[:, :1], body_pose=refined[:, 1:], pose2rot=False)
+        return meshrec.Prediction(
+            vertices=body.vertices + transl[:, None], joints=body.joints + transl[:, None], global_orient=refined[:, 0],
+            body_pose=refined[:, 1:], betas=betas, transl=transl, scores=prediction.scores.to(self.device),
+            faces=self.body_model.faces_tensor, joint_names=self.joint_names, method=f"{prediction.method}+motionbert",
+            extras={"frames": frames, "people": people, "refined_from": prediction.method,
+                    "joints_h36m": self.h36m_regressor(body.vertices) + transl[:, None]},
+        )
 
     def _predict(self, sample: meshrec.Sample) -> meshrec.Prediction:
         keypoints = self._keypoints(sample)

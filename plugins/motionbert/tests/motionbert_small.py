@@ -41,3 +41,29 @@ def small_method(folder, seed: int = 0, dtype: torch.dtype = torch.float64, **op
     method = MotionBERT(network, smpl, torch.device("cpu"), **MotionBERT.resolve_options(options))
     method.h36m_regressor = regressor
     return method
+
+
+def small_refiner(folder, seed: int = 0, layout: str = "consistent", zero_residual: bool = False,
+                  dtype: torch.dtype = torch.float64, **options) -> MotionBERT:
+    """A :class:`MotionBERT` method holding a small refiner network (random weights)."""
+    from meshrec_motionbert.refine import RefinerNetwork
+
+    torch.manual_seed(seed)
+    network = RefinerNetwork(DSTformer(**SMALL), dim_rep=16, hidden_dim=8, layout=layout)
+    with torch.no_grad():
+        for name, value in network.named_parameters():
+            value.copy_(torch.randn_like(value) / (value[0].numel() ** 0.5 if value.dim() > 1 else 3))
+        for bn in (network.head.bn1, network.head.bn2):
+            bn.running_mean.normal_(0, 0.3)
+            bn.running_var.uniform_(0.5, 2.0)
+        if zero_residual:
+            network.head.head_pose.weight.zero_()
+            network.head.head_pose.bias.zero_()
+    smpl, regressor = body(folder, dtype)
+    network = network.to(dtype).eval().set_body_model(smpl, regressor)
+    options.setdefault("window_overlap", 2)
+    options.setdefault("clip_len", 24)
+    method = MotionBERT(network, smpl, torch.device("cpu"), **MotionBERT.resolve_options({"refine_layout": layout,
+                                                                                         **options}))
+    method.h36m_regressor = regressor
+    return method
