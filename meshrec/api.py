@@ -421,13 +421,15 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool | None = None,
     output: str | Path | None = None,
+    method_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Evaluates a method on a registered dataset (see :func:`list_datasets`).
 
     The dataset's :class:`~meshrec.datasets.DatasetEvaluation` runs the method over the data and
     feeds a :class:`meshrec.metrics.Evaluator` built for its protocol (named settings, see
-    docs/metrics.md); ``options`` go to the dataset's evaluation.
+    docs/metrics.md); ``options`` go to the dataset's evaluation, ``method_options`` to
+    :func:`load_method` (a method given by name).
 
     Returns the protocol's metrics (millimetres for distances) with run metadata; writes them
     as JSON to ``output`` when given.
@@ -438,8 +440,10 @@ def evaluate(
     root = Path(data_root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist")
+    if isinstance(method, Method) and method_options:
+        raise TypeError("method_options are for a method given by name; this one is already loaded")
     loaded = method if isinstance(method, Method) else load_method(
-        method, checkpoint=checkpoint, body_model=body_model, device=device)
+        method, checkpoint=checkpoint, body_model=body_model, device=device, **(method_options or {}))
     started = time.perf_counter()
     metrics = evaluation(
         method=loaded,

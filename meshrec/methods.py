@@ -167,8 +167,12 @@ class Prediction:
         return out
 
     def save_npz(self, path: str | Path) -> Path:
+        """Writes every field (see :meth:`numpy`) as an ``.npz``, atomically."""
+        from meshrec.io.meshes import atomic_path
+
         path = Path(path)
-        np.savez(path, **self.numpy())
+        with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, **self.numpy())
         return path
 
     _PER_PERSON_FIELDS: ClassVar[tuple[str, ...]] = (
