@@ -60,6 +60,17 @@ def smplh_file_names(gender: str) -> list[str]:
     return [f"SMPLH_{gender.upper()}.pkl", f"SMPLH_{gender.upper()}.npz", f"{gender}/model.npz"]
 
 
+def gender_of_file(path: PathLike) -> str | None:
+    """The gender a body-model file's name says (``SMPL_MALE.pkl``, ``basicModel_f_lbs_...``,
+    ``male/model.npz``), or None when the name does not say."""
+    path = Path(path)
+    named = {gender for gender in GENDERS
+             for candidate in smpl_file_names(gender) + smplh_file_names(gender)
+             if path.name.lower() == Path(candidate).name.lower()
+             and (not Path(candidate).parent.name or path.parent.name.lower() == Path(candidate).parent.name)}
+    return named.pop() if len(named) == 1 else None
+
+
 def _check_gender(gender: str) -> str:
     if not isinstance(gender, str) or gender.lower() not in GENDERS:
         raise ValueError(f"gender must be one of {GENDERS}, got {gender!r}")
@@ -129,8 +140,11 @@ def find_body_model_file(names: Iterable[str], location: PathLike | None = None)
 
 
 def load_joint_regressor(name: str, location: PathLike | None = None) -> np.ndarray:
-    """A joint regressor such as ``J_regressor_h36m.npy`` as a dense (J, V) float64 array."""
-    path = find_body_model_file([name], location)
+    """A joint regressor such as ``J_regressor_h36m.npy`` as a dense (J, V) float64 array.
+
+    ``name`` is a file name searched like the body models, or the path of an existing file."""
+    given = Path(name).expanduser()
+    path = given if given.is_file() else find_body_model_file([name], location)
     if path.suffix == ".npy":
         array = np.load(path, allow_pickle=False)
     else:

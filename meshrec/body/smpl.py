@@ -31,6 +31,7 @@ that requires a gradient (an ``nn.Parameter``) is differentiated through.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -45,6 +46,7 @@ from meshrec.body.files import (
     PathLike,
     find_body_model_file,
     load_body_model_arrays,
+    gender_of_file,
     smpl_file_names,
     smplh_file_names,
 )
@@ -190,6 +192,12 @@ class SMPL(nn.Module):
 
         if data_struct is None:
             self.model_file: Path | None = find_body_model_file(self._file_names(self.gender), model_path)
+            named = gender_of_file(self.model_file)
+            if named is not None and named != self.gender:
+                warnings.warn(f"{self.model_file} is the {named} model, but gender={self.gender!r} was asked for; "
+                              f"using the file (pass gender={named!r}, or the {self.gender} file or its folder)",
+                              stacklevel=2)
+                self.gender = named
             arrays = load_body_model_arrays(self.model_file)
         else:
             self.model_file = None
@@ -345,8 +353,10 @@ class SMPL(nn.Module):
 
     def _kernel_inputs(self) -> tuple[SMPLArrays, SparseRegressor, SparseRegressor]:
         """The model as the kernels take it: arrays, the vertex joints' regressor and the kinematic
-        joints' regressor (cached until a source buffer changes). Under torch.compile the arrays
-        of the last eager call are used: edit buffers between compiled calls only after an eager one."""
+        joints' regressor (cached until a source buffer changes). Under torch.compile the
+        fingerprints are not read (they are not traceable): the arrays are those of the last eager
+        call, except the rest joints, which a compiled call regresses from ``v_template`` itself
+        (see :meth:`_templates`). After editing another buffer, make one eager call."""
         compiling = torch.compiler.is_compiling()
         if not compiling:
             self._sync_kernel_arrays()
@@ -372,8 +382,11 @@ class SMPL(nn.Module):
     def _templates(self, v_template: torch.Tensor | None, arrays: SMPLArrays,
                    joint_regressor: SparseRegressor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (1 or B, V, 3) vertex and (1 or B, J, 3) joint templates of this call."""
-        if v_template is None and self.v_template.requires_grad and torch.is_grad_enabled():
-            v_template = self.v_template.unsqueeze(0)  # learnt: its rest joints carry the gradient too
+        if v_template is None and ((self.v_template.requires_grad and torch.is_grad_enabled())
+                                   or torch.compiler.is_compiling()):
+            # A learnt template's rest joints carry its gradient too; a compiled call cannot see
+            # in-place edits of the template, so it regresses the rest joints each time (cheap).
+            v_template = self.v_template.unsqueeze(0)
         if v_template is None:
             return arrays.v_template.unsqueeze(0), arrays.joint_template.unsqueeze(0)
         return v_template, _joint_regression(v_template, joint_regressor)
