@@ -588,3 +588,34 @@ def test_reference_fallback_agrees():
     env = {**os.environ, "MESHREC_DISABLE_COMPILED_OPS": "1"}
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ---- voxel size and point dtype are refused with messages about them (issue 13) -----------------
+
+@pytest.mark.parametrize("size", [float("inf"), 1e-300, float("nan"), 0.0, -0.1])
+def test_voxelize_refuses_bad_voxel_sizes_naming_the_voxel_size(size):
+    """inf used to pass (every point in voxel 0) and 1e-300 was reported as "points must be
+    finite"; both are about the voxel size."""
+    from meshrec.scene import voxelize
+
+    points = torch.rand(50, 3, dtype=torch.float64) * 2 - 1
+    with pytest.raises(ValueError, match="voxel_size"):
+        voxelize(points, voxel_size=size)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_voxelize_names_the_points_for_half_precision(dtype):
+    from meshrec.scene import voxelize
+
+    with pytest.raises(TypeError, match=r"points must be float32 or float64, got torch\.(b?float16)"):
+        voxelize(torch.rand(10, 3).to(dtype), voxel_size=0.1)
+
+
+def test_voxelize_still_takes_tensor_and_integer_voxel_sizes():
+    from meshrec.scene import voxelize
+
+    points = torch.rand(40, 3) * 4
+    expected = voxelize(points, voxel_size=1.0)
+    for size in (1, torch.tensor(1.0)):
+        result = voxelize(points, voxel_size=size)
+        assert torch.equal(result.tensor.coords, expected.tensor.coords)

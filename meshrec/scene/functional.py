@@ -6,6 +6,8 @@ the voxel floor(p). Batches of point clouds carry a (N,) integer batch index per
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -150,6 +152,9 @@ class Voxelization:
 def _check_points(points: torch.Tensor, batch: torch.Tensor | None) -> torch.Tensor:
     if not isinstance(points, torch.Tensor) or not points.dtype.is_floating_point:
         raise TypeError(f"points must be a float tensor of shape (N, 3), got {getattr(points, 'dtype', type(points))}")
+    if points.dtype not in (torch.float32, torch.float64):
+        # float16 / bfloat16 cannot even represent voxel indices above 2048 / 256 exactly.
+        raise TypeError(f"points must be float32 or float64, got {points.dtype}; convert them with points.float()")
     if points.dim() != 2 or points.shape[1] != 3:
         raise ValueError(f"points must have shape (N, 3), got {tuple(points.shape)}")
     if batch is None:
@@ -167,6 +172,28 @@ def _check_points(points: torch.Tensor, batch: torch.Tensor | None) -> torch.Ten
         if low < 0 or high > BATCH_MAX:
             raise ValueError(f"batch indices must lie in [0, {BATCH_MAX}], got [{low}, {high}]")
     return batch.to(torch.int32)
+
+
+def _check_voxel_size(voxel_size, points: torch.Tensor) -> float:
+    """voxel_size as a float: positive, finite, and large enough that points / voxel_size stays
+    finite (1e-300 would overflow every coordinate into infinity and be reported as bad points)."""
+    if isinstance(voxel_size, bool) or not isinstance(voxel_size, (int, float)) and not (
+            isinstance(voxel_size, torch.Tensor) and voxel_size.numel() == 1):
+        raise TypeError(f"voxel_size must be a number (the voxel edge, in the units of points), got {voxel_size!r}")
+    size = float(voxel_size)
+    if not (size > 0 and math.isfinite(size)):
+        raise ValueError(f"voxel_size must be a positive finite number (the voxel edge, in the units of points), "
+                         f"got {voxel_size}")
+    if points.numel() and not torch.compiler.is_compiling():
+        if not bool(torch.isfinite(points).all()):
+            raise ValueError("points must be finite (found NaN or infinity)")
+        extent = float(points.abs().max())
+        # Far beyond the coordinate range (or overflowing): the voxel size is the problem, not the
+        # points; nearer misses get _voxel_coords's exact range message.
+        if not extent / size <= 2 * max(-COORD_MIN, COORD_MAX):
+            raise ValueError(f"voxel_size {size:g} is too small for points up to {extent:g} from the origin: voxel "
+                             f"indices must lie in [{COORD_MIN}, {COORD_MAX}]; use a larger voxel_size")
+    return size
 
 
 def _voxel_coords(cells: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
@@ -210,8 +237,7 @@ def voxelize(
         Deterministic: the same points give bitwise-identical results.
     """
     batch = _check_points(points, batch)
-    if not voxel_size > 0:
-        raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+    voxel_size = _check_voxel_size(voxel_size, points)
     if features is None:
         features = points.new_zeros(points.shape[0], 0)
     if features.dim() != 2 or features.shape[0] != points.shape[0]:
