@@ -113,6 +113,7 @@ def test_threshold_option_and_batch(plugin_manager, checkpoint, body_models_dir)
         meshrec.load_method("mahmr", checkpoint=checkpoint, body_model=body_models_dir, device="cpu", conf_thresh=1.5)
 
 
+@pytest.mark.slow
 def test_bad_inputs(mahmr, tmp_path):
     with pytest.raises(ValueError, match="at least 32 px"):
         meshrec.predict(photo(20, 300), method=mahmr)
@@ -145,3 +146,30 @@ def test_sathmr_fixed_fov(plugin_manager, tmp_path, body_models_dir):
     assert prediction.extras["intrinsics"][0, 0].item() == pytest.approx(f / 0.56, rel=1e-5)
     assert prediction.transl[0, 2].item() == pytest.approx(2 * f / (S * 224), rel=1e-5)
     assert "fov" not in prediction.extras
+
+
+@pytest.mark.slow
+def test_relative_human_evaluation_end_to_end(mahmr, tmp_path, body_models_dir):
+    """meshrec.evaluate on a synthetic Relative Human folder: 7 detections per image."""
+    from PIL import Image
+
+    root = tmp_path / "RelativeHuman"
+    (root / "images").mkdir(parents=True)
+    g = np.random.default_rng(0)
+    annots = {}
+    for index, name in enumerate(["1234567.jpg", "och_000002.jpg"]):
+        Image.fromarray(photo(300, 400, seed=index)).save(root / "images" / name)
+        people = []
+        for p in range(2):
+            kp = np.concatenate([g.uniform(50 + 150 * p, 150 + 150 * p, (14, 1)), g.uniform(50, 250, (14, 1)),
+                                 np.full((14, 1), 2.0)], axis=1)
+            people.append({"bbox": [0, 0, 1, 1], "kp2d": kp, "depth_id": p, "age": p})
+        annots[name] = people
+    np.savez(root / "test_annots.npz", annots=np.array(annots, dtype=object))
+    result = meshrec.evaluate(mahmr, "relative-human", root, body_model=body_models_dir, progress=False)
+    metrics = result["metrics"]
+    assert metrics["num_images"] == 2
+    assert metrics["true_positives"] + metrics["false_positives"] == 14
+    assert metrics["true_positives"] + metrics["misses"] == 4
+    for key in ("precision", "recall", "f1", "mPCKh", "PCRD_0.2"):
+        assert 0.0 <= metrics[key] <= 1.0
