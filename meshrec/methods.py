@@ -175,6 +175,30 @@ class Prediction:
             np.savez(handle, **self.numpy())
         return path
 
+    def merged_mesh(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every person's mesh in one: vertices (P * V, 3) metres and faces (P * F, 3) int64
+        (or None when the method gives no faces), for writing one file per input."""
+        vertices = self.vertices.detach().cpu().numpy()
+        if self.faces is None:
+            return vertices.reshape(-1, 3), None
+        faces = self.faces.detach().cpu().numpy().astype(np.int64)
+        offsets = np.arange(len(vertices))[:, None, None] * vertices.shape[1]
+        return vertices.reshape(-1, 3), (faces[None] + offsets).reshape(-1, 3)
+
+    def save(self, path: str | Path) -> Path:
+        """Writes the prediction by the file's suffix: ``.npz`` (every field, see :meth:`numpy`),
+        ``.ply`` (binary) or ``.obj`` (every person's mesh, camera frame, metres). Atomic."""
+        from meshrec.io.meshes import write_obj, write_ply
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            return self.save_npz(path)
+        if suffix in (".ply", ".obj"):
+            vertices, faces = self.merged_mesh()
+            return (write_ply if suffix == ".ply" else write_obj)(path, vertices, faces)
+        raise ValueError(f"cannot save a prediction as {path.name!r}: use a .npz, .ply or .obj file name")
+
     _PER_PERSON_FIELDS: ClassVar[tuple[str, ...]] = (
         "vertices", "joints", "global_orient", "body_pose", "betas", "transl", "scores", "samples")
 

@@ -45,3 +45,26 @@ def test_body_models_help_names_the_whole_search_order(capsys):
         main(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "$MESHREC_BODY_MODELS" in text and "~/.cache/meshrec/body_models" in text
+
+
+def test_prediction_save_and_back_into_smpl(plugin_manager, body_models_dir, tmp_path):
+    """The README's API section: save meshes from Python, and feed rotation matrices back."""
+    from meshrec.io.meshes import read_ply_points
+    from meshrec_example import plugin
+
+    plugin_manager.register(plugin, name="example")
+    image = np.zeros((240, 320, 3), dtype=np.uint8)
+    pred = meshrec.predict(image, method="example", body_model=body_models_dir, bbox=[[10, 10, 80, 200], [150, 20, 60, 180]])
+    for name in ("people.ply", "people.obj", "people.npz"):
+        assert pred.save(tmp_path / name).is_file()
+    np.testing.assert_allclose(read_ply_points(tmp_path / "people.ply"), pred.vertices.reshape(-1, 3).numpy(), atol=1e-6)
+    obj_faces = [line for line in (tmp_path / "people.obj").read_text().splitlines() if line.startswith("f ")]
+    assert len(obj_faces) == 2 * 13776
+    with np.load(tmp_path / "people.npz") as saved:
+        np.testing.assert_array_equal(saved["betas"], pred.betas.numpy())
+    with pytest.raises(ValueError, match="use a .npz, .ply or .obj"):
+        pred.save(tmp_path / "people.txt")
+    smpl = SMPL(body_models_dir)
+    again = smpl(global_orient=pred.global_orient[:, None], body_pose=pred.body_pose, betas=pred.betas,
+                 transl=pred.transl, pose2rot=False)
+    torch.testing.assert_close(again.vertices, pred.vertices, atol=1e-5, rtol=0)

@@ -18,10 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from meshrec.errors import MeshrecError
-from meshrec.io.meshes import atomic_path, write_ply
+from meshrec.io.meshes import atomic_path
 
 __all__ = ["OutputFolder"]
 
@@ -82,15 +80,9 @@ class OutputFolder:
 
     def write_prediction(self, prediction: Any, stem: str) -> list[Path]:
         """``<stem>.npz`` (every field) and ``<stem>.ply`` (all people's meshes in one file)."""
-        written = [prediction.save_npz(self.path / f"{stem}.npz")]
-        vertices = prediction.vertices.detach().cpu().numpy()
-        faces = prediction.faces.detach().cpu().numpy() if prediction.faces is not None else None
-        if len(vertices):
-            merged_faces = None
-            if faces is not None:
-                offsets = np.arange(len(vertices))[:, None, None] * vertices.shape[1]
-                merged_faces = (faces[None] + offsets).reshape(-1, 3)
-            written.append(write_ply(self.path / f"{stem}.ply", vertices.reshape(-1, 3), merged_faces))
+        written = [prediction.save(self.path / f"{stem}.npz")]
+        if prediction.num_people:
+            written.append(prediction.save(self.path / f"{stem}.ply"))
         self.written += [path.name for path in written]
         self.manifest["files"] = list(self.written)
         self._save_manifest()
