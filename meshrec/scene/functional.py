@@ -192,7 +192,7 @@ def _check_voxel_size(voxel_size, points: torch.Tensor) -> float:
         # points; nearer misses get _voxel_coords's exact range message.
         if not extent / size <= 2 * max(-COORD_MIN, COORD_MAX):
             raise ValueError(f"voxel_size {size:g} is too small for points up to {extent:g} from the origin: voxel "
-                             f"indices must lie in [{COORD_MIN}, {COORD_MAX}]; use a larger voxel_size")
+                             f"indices must lie in [{COORD_MIN}, {COORD_MAX}]; use a coarser voxel size (a larger voxel_size)")
     return size
 
 
