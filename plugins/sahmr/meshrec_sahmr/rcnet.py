@@ -116,13 +116,13 @@ def parse_pelvis(pelvis_hm: torch.Tensor, rdepth_hm: torch.Tensor, bbx_lurb: tor
     B, _, _, W = pelvis_hm.shape
     flat = pelvis_hm.reshape(B, -1).argmax(1)
     uv = torch.stack([flat % W, torch.div(flat, W, rounding_mode="floor")], dim=-1)
-    bi01 = uv / (W - 1)
+    bi01 = uv.to(bbx_lurb.dtype) / (W - 1)  # in the working dtype (upstream: the default dtype)
     batch = torch.arange(B, device=uv.device)
     zw1f = rdepth_hm[batch, 0, uv[:, 1], uv[:, 0]]
     bi_f = K[:, 0, 0] * image_size / (bbx_lurb[:, 2] - bbx_lurb[:, 0])
     z = zw1f * bi_f / image_size
     wh = bbx_lurb[:, None, 2:] - bbx_lurb[:, None, :2]
-    pixel = bi01.to(wh.dtype)[:, None] * wh + bbx_lurb[:, None, :2]
+    pixel = bi01[:, None] * wh + bbx_lurb[:, None, :2]
     return uv, z, unproject(pixel, z.reshape(-1, 1, 1), K)
 
 

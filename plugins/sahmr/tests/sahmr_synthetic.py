@@ -44,6 +44,11 @@ def tiny_network(seed: int = 0, rounding: str = "trunc") -> SAHMRNetwork:
         # A root depth map that puts people ~2.5 m in front of the camera.
         network.rcnet.root_net.out_conv.weight[1] *= 1e-3
         network.rcnet.root_net.out_conv.bias[1] = 1.0
+    # A random template (the method replaces it with the one built from SMPL and the support files).
+    pids = torch.randint(0, 8, (431,), generator=generator)
+    pids[:7] = torch.arange(1, 8)
+    network.metro_enhanced.set_template(torch.randn(14, 3, generator=generator) * 0.3,
+                                        torch.randn(431, 3, generator=generator) * 0.3, pids)
     return network.eval()
 
 
