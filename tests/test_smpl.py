@@ -507,3 +507,14 @@ def test_h36m_keypoints_are_regressed_sparsely_in_the_vertices_dtype(body_models
         assert got.dtype == torch.float64
         # float32 regressor weights, float64 arithmetic
         np.testing.assert_allclose(got.detach().numpy(), expected, atol=1e-7, rtol=0)
+
+
+def test_compiled_call_sees_an_edited_template(body_models_dir):
+    model = SMPL(body_models_dir, dtype=torch.float64)
+    pose = random_axis_angles(2, 23, torch.float64).reshape(2, 69)
+    compiled = torch.compile(lambda body_pose: model(body_pose=body_pose).joints, backend="aot_eager")
+    compiled(pose)
+    with torch.no_grad():
+        model.v_template.add_(0.05)
+    expected = SMPL(body_models_dir, dtype=torch.float64, v_template=model.v_template)(body_pose=pose).joints
+    torch.testing.assert_close(compiled(pose), expected, atol=1e-12, rtol=0)
