@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import ImageDraw
 
 import meshrec
 from meshrec.body import SMPL, SMPL_JOINT_NAMES, KeypointModel, get_layout
 from meshrec.camera import project
 from meshrec.errors import BodyModelNotFoundError
 from meshrec.io.meshes import write_obj, write_ply
-from meshrec.io.render import MeshLayer, PointLayer, orthographic_view, perspective_view, render
+from meshrec.io.render import Mesh, render_meshes
 from meshrec_fit.demo_scene import Box, FloorAndBoxes, look_at
 
 __all__ = ["run_demo"]
@@ -49,18 +48,36 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _is_mannequin(path: Path, faces: np.ndarray) -> bool:
+    """Whether the body-model file ``path`` holds meshrec's synthetic mannequin rather than SMPL:
+    the pickles meshrec writes carry ``pose_training_info["generator"]``; files without it (npz,
+    re-saved copies) are recognised by the mannequin's own triangles (SMPL's are different)."""
+    from meshrec.body import mannequin
+    from meshrec.body.files import load_body_model_arrays
+
+    info = load_body_model_arrays(path).get("pose_training_info")
+    if isinstance(info, dict) and info.get("generator") == "meshrec.body.mannequin":
+        return True
+    reference = mannequin.make_smpl_arrays()["f"]
+    return faces.shape == reference.shape and bool(np.array_equal(faces, reference))
+
+
 def _body_model(location: str | Path | None) -> tuple[torch.nn.Module, str]:
+    """The neutral SMPL model found at ``location`` (or the usual places), else the mannequin in
+    memory, and a sentence saying which it is and where it came from."""
     try:
         model = SMPL(location, gender="neutral", create_transl=False)
-        return model, f"your SMPL model ({model.model_file})"
-    except BodyModelNotFoundError as error:
+    except BodyModelNotFoundError:
         from meshrec.body.mannequin import mannequin_smpl
 
         places = ", ".join(str(p) for p in meshrec.body.body_model_search_dirs(location))
-        del error
         return mannequin_smpl(create_transl=False), (
             "meshrec's synthetic mannequin, a body-shaped stand-in with SMPL's layout (no SMPL files found in "
             f"{places}; see the README to use yours)")
+    if _is_mannequin(Path(model.model_file), np.asarray(model.faces)):
+        return model, (f"{model.model_file}: meshrec's synthetic mannequin (written by meshrec.testing), "
+                       "not a licensed SMPL model")
+    return model, f"SMPL model {model.model_file}"
 
 
 def _ground_truth(body: torch.nn.Module):
@@ -109,31 +126,149 @@ def _penetration(vertices: torch.Tensor, sdf_grid: tuple) -> dict[str, float]:
     }
 
 
-def _picture(path: Path, scene: FloorAndBoxes, scene_points, truth_vertices, fitted_vertices, faces, keypoints,
-             pelvis_world) -> None:
-    camera_view = perspective_view(INTRINSICS.numpy(), IMAGE_SIZE)
-    layers = [PointLayer(scene_points, (150, 150, 160), radius=0.8, opacity=0.5),
-              MeshLayer(truth_vertices, faces, (120, 190, 120)),
-              MeshLayer(fitted_vertices, faces, (235, 140, 60), opacity=0.6)]
-    front = render(camera_view, layers)
-    draw = ImageDraw.Draw(front)
-    for u, v, confidence in keypoints:
-        if confidence > 0:
-            draw.ellipse((u - 3, v - 3, u + 3, v + 3), outline=(200, 30, 30), width=2)
-    to_world = lambda p: scene.to_world(torch.as_tensor(p, dtype=scene.rotation.dtype)).numpy()
-    top_view = orthographic_view(np.array([1.0, 0, 0]), np.array([0, 0, 1.0]), pelvis_world.numpy(), 260.0, (720, 720))
-    top = render(top_view, [PointLayer(to_world(scene_points), (150, 150, 160), radius=0.8, opacity=0.5),
-                            MeshLayer(to_world(truth_vertices), faces, (120, 190, 120)),
-                            MeshLayer(to_world(fitted_vertices), faces, (235, 140, 60), opacity=0.6)])
-    from PIL import Image
+# The picture: two panels (without / with the scene terms), each the fit against the ground truth.
+PANEL_SIZE = (1000, 720)
+TITLE_HEIGHT = 96
+LEGEND_HEIGHT = 44
+COLORS = {"ground truth": (60, 185, 90), "fit": (70, 120, 230), "inside the scene": (230, 30, 40),
+          "floor and box": (196, 170, 130)}
+FLOOR_TILES = ((222, 222, 218), (196, 196, 192))
+GROUND_TRUTH_OPACITY = 0.3  # a ghost with a solid outline, so that a close fit does not hide it
+BOX_OPACITY = 0.55  # see-through, so that a body sinking into the box shows
+INSET_SIZE = (330, 330)  # the side view in each panel's corner
+SIDE_EYE = (3.0, 0.25, 0.5)  # where the side view looks from, relative to the bodies' centre (world, metres)
 
-    canvas = Image.new("RGB", (front.width + top.width, max(front.height, top.height)), (255, 255, 255))
-    canvas.paste(front, (0, 0))
-    canvas.paste(top, (front.width, 0))
-    labels = ImageDraw.Draw(canvas)
-    labels.text((12, 10), "camera view: ground truth (green), fit with scene terms (orange), keypoints (red)", fill=(0, 0, 0))
-    labels.text((front.width + 12, 10), "from above", fill=(0, 0, 0))
+
+def _font(size: int):
+    """A scalable font at ``size`` px: Pillow's own (>= 10.1 with FreeType), else DejaVu Sans, else
+    Pillow's small bitmap font."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # old Pillow, or Pillow without FreeType
+        pass
+    for path in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "DejaVuSans.ttf", "Arial.ttf"):
+        try:
+            return ImageFont.truetype(path, size)
+        except OSError:
+            continue
+    return ImageFont.load_default()
+
+
+def _scene_meshes(scene: FloorAndBoxes, to_view) -> list[Mesh]:
+    """The floor (a checkerboard of 0.5 m tiles) and the boxes as triangle meshes in a view's
+    camera frame (``to_view`` maps (N, 3) world points there)."""
+    cells = int(round(2 * scene.floor_extent / 0.25))
+    floor, floor_faces = scene.floor_mesh(cells)
+    quad = torch.arange(len(floor_faces)) // 2
+    tile = ((quad // cells) // 2 + (quad % cells) // 2) % 2
+    meshes = [Mesh(to_view(floor.numpy()), floor_faces.numpy(),
+                   face_colors=np.asarray(FLOOR_TILES, dtype=np.float64)[tile.numpy()], shading="flat")]
+    for box in scene.boxes:
+        vertices, faces = box.mesh()
+        meshes.append(Mesh(to_view(vertices.numpy()), faces.numpy(), COLORS["floor and box"], opacity=BOX_OPACITY,
+                           shading="flat"))
+    return meshes
+
+
+def _framing(points: np.ndarray, box: tuple[float, float, float, float], fill: float = 0.92) -> np.ndarray:
+    """Intrinsics (3, 3) that show camera-frame ``points`` (N, 3) centred in the pixel ``box``
+    (left, top, right, bottom), filling ``fill`` of it."""
+    q = points[:, :2] / points[:, 2:]
+    low, high = q.min(axis=0), q.max(axis=0)
+    focal = fill * min((box[2] - box[0]) / (high[0] - low[0]), (box[3] - box[1]) / (high[1] - low[1]))
+    centre = (low + high) / 2
+    return np.array([[focal, 0.0, (box[0] + box[2]) / 2 - focal * centre[0]],
+                     [0.0, focal, (box[1] + box[3]) / 2 - focal * centre[1]], [0.0, 0.0, 1.0]])
+
+
+def _view(scene_meshes: list[Mesh], truth: np.ndarray, fit: np.ndarray, inside: np.ndarray, faces: np.ndarray,
+          intrinsics: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One (H, W, 3) view: the scene, the ground truth as a green ghost with its outline, the fit in
+    blue with its vertices inside the scene in red."""
+    colors = np.tile(np.asarray(COLORS["fit"], dtype=np.float64), (len(fit), 1))
+    colors[inside] = COLORS["inside the scene"]
+    meshes = [*scene_meshes, Mesh(fit, faces, colors),
+              Mesh(truth, faces, COLORS["ground truth"], opacity=GROUND_TRUTH_OPACITY, outline=COLORS["ground truth"],
+                   outline_width=3)]
+    return render_meshes(meshes, intrinsics, size, background=(248, 248, 250))
+
+
+def _dots(draw, points: np.ndarray, intrinsics: np.ndarray, offset: tuple[int, int], radius: float) -> None:
+    """Penetrating vertices as red dots on top: visible even where the floor or box hides them."""
+    if len(points):
+        uv = points @ intrinsics.T
+        for u, v in uv[:, :2] / uv[:, 2:]:
+            u, v = u + offset[0], v + offset[1]
+            draw.ellipse((u - radius, v - radius, u + radius, v + radius), fill=COLORS["inside the scene"])
+
+
+def _picture(path: Path, scene: FloorAndBoxes, truth_vertices: np.ndarray, fits: dict[str, dict[str, Any]],
+             faces: np.ndarray, results: dict[str, Any]) -> list[float]:
+    """Writes the two-panel picture (without / with the scene terms); returns the seconds each
+    panel took to render (its camera view and its side view).
+
+    ``fits`` maps "without_scene" / "with_scene" to {"vertices": (V, 3), "inside": (V,) bool},
+    camera frame, metres; ``results`` holds the numbers printed in the titles."""
+    from PIL import Image, ImageDraw
+
+    width, height = PANEL_SIZE
+    names = ("without_scene", "with_scene")
+    bodies = np.concatenate([truth_vertices] + [fits[name]["vertices"] for name in names])
+    # The demo camera's view, framed on the bodies, left of the inset.
+    main_box = (20, TITLE_HEIGHT + 10, width - INSET_SIZE[0] - 20, height - LEGEND_HEIGHT - 10)
+    main_intrinsics = _framing(bodies, main_box)
+    camera_scene = _scene_meshes(scene, lambda p: scene.to_camera(torch.as_tensor(p)).numpy())
+    # The inset: seen from the body's right, at seat height, where depth errors and a body sunk
+    # into the box or floor show.
+    to_world = lambda p: scene.to_world(torch.as_tensor(p)).numpy()
+    centre = to_world(bodies).mean(axis=0)
+    rotation, translation = (m.numpy() for m in look_at(torch.as_tensor(centre + SIDE_EYE), torch.as_tensor(centre)))
+    to_side = lambda world: np.asarray(world) @ rotation.T + translation
+    side_scene = _scene_meshes(scene, to_side)
+    side = {name: to_side(to_world(v)) for name, v in [("truth", truth_vertices)] +
+            [(name, fits[name]["vertices"]) for name in names]}
+    side_intrinsics = _framing(np.concatenate(list(side.values())), (0, 30, *INSET_SIZE), fill=0.9)
+
+    canvas = Image.new("RGB", (2 * width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    title_font, number_font, small_font = _font(30), _font(24), _font(20)
+    seconds = []
+    titles = {"without_scene": "Fit without scene terms", "with_scene": "Fit with scene terms"}
+    for index, name in enumerate(names):
+        left = index * width
+        fit, inside = fits[name]["vertices"], fits[name]["inside"]
+        started = time.perf_counter()
+        main = _view(camera_scene, truth_vertices, fit, inside, faces, main_intrinsics, PANEL_SIZE)
+        inset = _view(side_scene, side["truth"], side[name], inside, faces, side_intrinsics, INSET_SIZE)
+        seconds.append(time.perf_counter() - started)
+        canvas.paste(Image.fromarray(main), (left, 0))
+        _dots(draw, fit[inside], main_intrinsics, (left, 0), 2.5)
+        inset_left, inset_top = left + width - INSET_SIZE[0] - 12, TITLE_HEIGHT + 8
+        canvas.paste(Image.fromarray(inset), (inset_left, inset_top))
+        _dots(draw, side[name][inside], side_intrinsics, (inset_left, inset_top), 2.0)
+        draw.rectangle((inset_left, inset_top, inset_left + INSET_SIZE[0] - 1, inset_top + INSET_SIZE[1] - 1),
+                       outline=(150, 150, 150), width=2)
+        draw.text((inset_left + 10, inset_top + 6), "seen from the side", font=small_font, fill=(90, 90, 90))
+        r = results[name]
+        draw.rectangle((left, 0, left + width, TITLE_HEIGHT), fill=(255, 255, 255))
+        draw.text((left + 20, 12), titles[name], font=title_font, fill=(20, 20, 20))
+        draw.text((left + 20, 54), f"MPJPE {r['mpjpe_mm']:.0f} mm   PA-MPJPE {r['pa_mpjpe_mm']:.0f} mm   "
+                                   f"penetration {r['penetration_sum_mm']:.0f} mm ({r['penetrating_vertices']} vertices)",
+                  font=number_font, fill=COLORS["inside the scene"] if name == "without_scene" else (20, 120, 50))
+    # One legend along the bottom, and a rule between the panels.
+    draw.rectangle((0, height - LEGEND_HEIGHT, canvas.width, height), fill=(255, 255, 255))
+    draw.line((width, 0, width, height), fill=(150, 150, 150), width=2)
+    x, y = 20, height - LEGEND_HEIGHT + 9
+    for label, color in COLORS.items():
+        draw.rectangle((x, y, x + 24, y + 24), fill=color, outline=(60, 60, 60))
+        draw.text((x + 32, y), label, font=number_font, fill=(20, 20, 20))
+        x += 32 + int(draw.textlength(label, font=number_font)) + 40
+    note = "penetration: summed depth of the vertices inside the floor or box"
+    draw.text((2 * width - 20 - draw.textlength(note, font=small_font), y + 2), note, font=small_font, fill=(90, 90, 90))
     canvas.save(path)
+    return seconds
 
 
 def run_demo(out: str | Path = "meshrec-demo", fast: bool = False, body_model: str | Path | None = None,
@@ -198,8 +333,13 @@ def run_demo(out: str | Path = "meshrec-demo", fast: bool = False, body_model: s
         write_ply(out / f"fit_{name}.ply", prediction.vertices[0], faces)
         write_obj(out / f"fit_{name}.obj", prediction.vertices[0], faces)
     write_ply(out / "scene.ply", scene_points)
-    _picture(out / "demo.png", scene, scene_points.numpy(), truth[0][0].numpy(),
-             fitted["with_scene"].vertices[0].detach().numpy(), faces, keypoints, pelvis_world)
+    from meshrec.metrics import scene_sdf
+
+    fits = {name: {"vertices": prediction.vertices[0].detach().double().numpy(),
+                   "inside": (scene_sdf(prediction.vertices[0].detach(), *sdf_grid) < 0).numpy()}
+            for name, prediction in fitted.items()}
+    panel_seconds = _picture(out / "demo.png", scene, truth[0][0].double().numpy(), fits, np.asarray(faces), results)
+    results["picture_seconds_per_panel"] = [round(t, 2) for t in panel_seconds]
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["files"] = sorted(path.name for path in out.iterdir())
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -39,6 +39,16 @@ class Box:
         inside = offset.amax(dim=-1).clamp(max=0)
         return outside + inside
 
+    def mesh(self, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """The box's surface as a triangle mesh: world-frame corners (8, 3) and faces (12, 3),
+        two triangles per side, wound counter-clockwise seen from outside."""
+        signs = torch.tensor([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], dtype=dtype)
+        vertices = torch.as_tensor(self.centre, dtype=dtype) + signs * torch.as_tensor(self.size, dtype=dtype)
+        # Corner index = 4 x_bit + 2 y_bit + z_bit; each side's quad listed counter-clockwise from outside.
+        quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+        faces = torch.tensor([tri for a, b, c, d in quads for tri in ((a, b, c), (a, c, d))], dtype=torch.long)
+        return vertices, faces
+
 
 def box_surface_points(box: Box, count: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
     """(count, 3) points uniformly on the surface of ``box`` (faces chosen by area)."""
@@ -88,6 +98,20 @@ class FloorAndBoxes:
         parts = [floor] + [box_surface_points(box, per_box, generator, dtype) for box in self.boxes]
         world = torch.cat(parts)
         return self.to_camera(world)
+
+    def floor_mesh(self, cells: int = 40, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """The floor square [-extent, extent]^2 (y = 0) as a grid of ``cells`` x ``cells`` quads:
+        world-frame vertices ((cells + 1)^2, 3) and faces (2 cells^2, 3), facing up. Quad
+        (i, j) has faces 2 (i cells + j) and 2 (i cells + j) + 1 (for a checkerboard). A grid
+        rather than one quad so that a camera standing on it only loses the cells at its feet
+        (rasterisers skip triangles reaching behind the camera)."""
+        axis = torch.linspace(-self.floor_extent, self.floor_extent, cells + 1, dtype=dtype)
+        x, z = torch.meshgrid(axis, axis, indexing="ij")
+        vertices = torch.stack([x, torch.zeros_like(x), z], dim=-1).reshape(-1, 3)
+        corner = (torch.arange(cells)[:, None] * (cells + 1) + torch.arange(cells)[None]).reshape(-1)
+        a, b, c, d = corner, corner + 1, corner + cells + 2, corner + cells + 1  # (i,j) (i,j+1) (i+1,j+1) (i+1,j)
+        faces = torch.stack([torch.stack([a, b, c], 1), torch.stack([a, c, d], 1)], dim=1).reshape(-1, 3)
+        return vertices, faces
 
     def sdf_grid(self, grid_min, grid_max, spacing: float = 0.025) -> tuple[torch.Tensor, tuple, tuple]:
         """Signed distances on a camera-frame grid spanning [grid_min, grid_max] (both ends
