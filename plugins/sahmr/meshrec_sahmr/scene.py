@@ -78,15 +78,39 @@ def points_from_depth(depth: torch.Tensor | np.ndarray, K: torch.Tensor | np.nda
     return torch.stack([x * z, y * z, z], dim=-1).to(dtype)
 
 
-def sample_mesh_points(path: str | Path, spacing: float = 0.02, max_points: int = 2_000_000, seed: int = 0) -> torch.Tensor:
-    """Points on a triangle mesh (PLY / OBJ, camera frame, metres), area-uniform, about one per
-    ``spacing``^2 of surface (SA-HMR's scenes are 2 cm voxelised clouds), at most ``max_points``,
-    plus the mesh vertices. Deterministic for a seed."""
-    from meshrec.io import read_mesh
+def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    vertices, faces = [], []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "v":
+                vertices.append([float(w) for w in words[1:4]])
+            elif words[0] == "f":
+                ids = [int(w.split("/")[0]) for w in words[1:]]
+                ids = [i - 1 if i > 0 else len(vertices) + i for i in ids]
+                faces += [[ids[0], ids[k], ids[k + 1]] for k in range(1, len(ids) - 1)]  # fan
+    return np.asarray(vertices, dtype=np.float64).reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
-    mesh = read_mesh(path)
-    vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64)
-    faces = torch.as_tensor(np.asarray(mesh.faces), dtype=torch.long)
+
+def sample_mesh_points(path: str | Path, spacing: float = 0.02, max_points: int = 2_000_000, seed: int = 0) -> torch.Tensor:
+    """Scene points from a mesh file in the camera frame, metres.
+
+    OBJ: the vertices plus area-uniform samples on the triangles, about one per ``spacing``^2 of
+    surface (SA-HMR's scenes are 2 cm clouds), at most ``max_points``, deterministic for a seed.
+    PLY: its vertices (a scan's vertex cloud; faces are not read)."""
+    from meshrec.io.meshes import read_ply_points
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scene mesh {path} does not exist")
+    if path.suffix.lower() == ".ply":
+        return torch.as_tensor(read_ply_points(path)).float()
+    if path.suffix.lower() != ".obj":
+        raise ValueError(f"scene mesh {path}: only .obj and .ply are read")
+    vertices_np, faces_np = _read_obj(path)
+    vertices, faces = torch.as_tensor(vertices_np), torch.as_tensor(faces_np)
     if faces.numel() == 0:
         return vertices.float()
     a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]

@@ -13,7 +13,7 @@ does not ship (they derive from SMPL's topology):
 
 They are searched in ``support_dir``, the checkpoint's folder, then the body-model folders
 (argument, ``MESHREC_BODY_MODELS``, ``~/.cache/meshrec/body_models``). The two pickled files are
-read with a restricted unpickler that admits numpy arrays and scipy's sparse matrix state only.
+read with meshrec's restricted unpickler (:mod:`meshrec.io.safe_pickle`: array data only, bounded).
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 import torch
 
+from meshrec.io.safe_pickle import restricted_load, to_plain
+
 __all__ = ["H36M_J17_TO_J14", "SupportFileError", "build_template", "find_support_file", "load_downsampling",
-           "load_part_ids", "read_object_npy"]
+           "load_part_ids", "load_pickle", "read_object_npy"]
 
 H36M_J17_TO_J14 = (3, 2, 1, 4, 5, 6, 16, 15, 14, 11, 12, 13, 8, 10)
 H36M_PELVIS = 0
@@ -64,43 +67,6 @@ def find_support_file(name: str, folders: list[Path | str | None], required: boo
     )
 
 
-class _Sparse:
-    """Stands in for scipy.sparse.csc_matrix / csr_matrix / coo_matrix while unpickling: keeps the state."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: dict[str, Any] = {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.state = state
-
-    def dense_indices(self) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
-        """(shape, rows, cols, values) of the matrix."""
-        s = self.state
-        shape = tuple(int(v) for v in s.get("_shape", s.get("shape")))
-        data = np.asarray(s["data"])
-        if "row" in s:  # COO
-            return shape, np.asarray(s["row"]), np.asarray(s["col"]), data
-        indices, indptr = np.asarray(s["indices"]), np.asarray(s["indptr"])
-        major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-        kind = s.get("format", self._kind)
-        if kind == "csc":
-            return shape, indices, major, data
-        return shape, major, indices, data
-
-
-class _Unpickler(pickle.Unpickler):
-    _NUMPY = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-              ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-              ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._NUMPY:
-            return getattr(__import__(module, fromlist=[name]), name)
-        if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix", "coo_matrix"):
-            return type(name, (_Sparse,), {"_kind": name[:3]})
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays and sparse matrices)")
-
-
 def read_object_npy(data: bytes, source: str) -> Any:
     """An .npy file holding a pickled object array, read with the restricted unpickler."""
     stream = io.BytesIO(data)
@@ -111,10 +77,33 @@ def read_object_npy(data: bytes, source: str) -> Any:
         if dtype != object:
             stream.seek(0)
             return np.load(stream, allow_pickle=False)
-        value = _Unpickler(stream, encoding="latin1").load()
+        value = restricted_load(stream, source=source)
     except (ValueError, pickle.UnpicklingError, EOFError) as error:
         raise SupportFileError(f"{source}: not a readable SA-HMR support file ({error})") from None
-    return value
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """numpy / scipy objects in place of the restricted unpickler's stand-ins, recursively."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        out = np.empty(value.shape, dtype=object)
+        for index, item in np.ndenumerate(value):
+            out[index] = _plain(item)
+        return out
+    return to_plain("", value)
+
+
+def load_pickle(path: str | Path) -> Any:
+    """A pickle file of arrays / containers / sparse matrices (dataset metas, SMPL-X -> SMPL-H
+    transfer), read with meshrec's restricted unpickler."""
+    try:
+        return _plain(restricted_load(Path(path).read_bytes(), source=str(path)))
+    except (ValueError, pickle.UnpicklingError, EOFError) as error:
+        raise SupportFileError(f"{path}: not a readable pickle of arrays ({error})") from None
 
 
 def load_downsampling(path: str | Path) -> list[torch.Tensor]:
@@ -128,9 +117,10 @@ def load_downsampling(path: str | Path) -> list[torch.Tensor]:
     matrices = read_object_npy(data, str(path))
     out = []
     for matrix in np.asarray(matrices, dtype=object).ravel():
-        if not isinstance(matrix, _Sparse):
+        if not scipy.sparse.issparse(matrix):
             raise SupportFileError(f"{path}: 'D' holds {type(matrix).__name__}, expected sparse matrices")
-        shape, rows, cols, values = matrix.dense_indices()
+        coo = matrix.tocoo()
+        shape, rows, cols, values = coo.shape, coo.row, coo.col, coo.data
         out.append(torch.sparse_coo_tensor(np.stack([rows, cols]), torch.as_tensor(values, dtype=torch.float64),
                                            shape, check_invariants=True).coalesce())
     if [tuple(m.shape) for m in out[:2]] != [(1723, 6890), (431, 1723)]:

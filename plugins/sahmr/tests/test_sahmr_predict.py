@@ -53,6 +53,7 @@ def test_predict_returns_a_camera_frame_mesh(sahmr):
     assert prediction.joint_names[0] == "pelvis" and len(prediction.joint_names) == 17
 
 
+@pytest.mark.slow
 def test_predict_is_deterministic_by_default_and_seedable(sahmr):
     first = meshrec.predict(image(), method=sahmr, bbox=BOX, camera=K, scene=scene_points())
     again = meshrec.predict(image(), method=sahmr, bbox=BOX, camera=K, scene=scene_points())
@@ -63,6 +64,7 @@ def test_predict_is_deterministic_by_default_and_seedable(sahmr):
     assert not torch.equal(first.extras["contact_points"], other.extras["contact_points"])
 
 
+@pytest.mark.slow
 def test_two_people_and_two_images_in_one_batch(sahmr):
     boxes = np.array([[250.0, 100.0, 150.0, 300.0], [60.0, 120.0, 120.0, 260.0]])
     single = [meshrec.predict(image(), method=sahmr, bbox=box[None], camera=K, scene=scene_points())
