@@ -182,3 +182,36 @@ def test_standard_unpickler_reads_the_writer_output_too(monkeypatch):
     np.testing.assert_array_equal(loaded["x"], data["x"])
     np.testing.assert_array_equal(loaded["s"].x, np.ones((2, 3)))
     assert (loaded["j"] != data["j"]).nnz == 0
+
+
+# ---- non-finite arrays are refused, naming the file and the key (issue 13) ---------------------
+
+@pytest.mark.parametrize("file_format", ["pkl", "npz"])
+def test_nan_arrays_in_a_body_model_are_refused(tmp_path, file_format):
+    path = write_synthetic_smpl(tmp_path / f"SMPL_NEUTRAL.{file_format}", file_format=file_format)
+    arrays = load_body_model_arrays(path)
+    assert np.isfinite(arrays["v_template"]).all()
+    arrays["v_template"] = np.array(arrays["v_template"])
+    arrays["v_template"][10, 1] = np.nan
+    bad = tmp_path / f"bad_SMPL_NEUTRAL.{file_format}"
+    plain = {key: (value.toarray() if scipy.sparse.issparse(value) else value) for key, value in arrays.items()}
+    if file_format == "npz":
+        np.savez(bad, **plain)
+    else:
+        bad.write_bytes(pickle.dumps(plain, protocol=2))
+    with pytest.raises(ValueError, match=rf"{bad.name}: array 'v_template' holds 1 NaN or infinite"):
+        load_body_model_arrays(bad)
+
+
+def test_nan_in_a_sparse_regressor_or_an_npy_regressor_is_refused(tmp_path):
+    regressor = scipy.sparse.csc_matrix(np.eye(3, 5))
+    regressor.data[1] = np.inf
+    pkl = tmp_path / "J_regressor_extra.pkl"
+    pkl.write_bytes(pickle.dumps({"J_regressor": regressor}, protocol=2))
+    with pytest.raises(ValueError, match="'J_regressor' holds 1 NaN or infinite"):
+        load_body_model_arrays(pkl)
+    dense = np.eye(3, 5)
+    dense[0, 4] = np.nan
+    np.save(tmp_path / "J_regressor_h36m.npy", dense)
+    with pytest.raises(ValueError, match=r"J_regressor_h36m.npy: array 'J_regressor_h36m' holds 1 NaN"):
+        load_joint_regressor(str(tmp_path / "J_regressor_h36m.npy"))

@@ -27,6 +27,7 @@ __all__ = [
     "BODY_MODELS_VARIABLE",
     "GENDERS",
     "body_model_search_dirs",
+    "check_finite_arrays",
     "find_body_model_file",
     "load_body_model_arrays",
     "load_joint_regressor",
@@ -157,12 +158,27 @@ def load_joint_regressor(name: str, location: PathLike | None = None) -> np.ndar
     array = np.asarray(array, dtype=np.float64)
     if array.ndim != 2:
         raise ValueError(f"{path}: a joint regressor must be 2-D (joints, vertices), got shape {array.shape}")
+    check_finite_arrays(path, {path.stem: array})
     return array
+
+
+def check_finite_arrays(path: PathLike, arrays: dict[str, Any]) -> None:
+    """Raises ValueError naming the file and the key of the first floating array (dense, or a
+    scipy sparse matrix's stored values) holding NaN or infinity: a model file never does, and
+    NaN vertices would flow silently into every result."""
+    for key, value in arrays.items():
+        data = value.data if scipy.sparse.issparse(value) else value
+        if not isinstance(data, np.ndarray) or data.dtype.kind not in "fc":
+            continue
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:
+            raise ValueError(f"{path}: array {key!r} holds {bad} NaN or infinite values (of {data.size}); the file is "
+                             "corrupt: download the body model again")
 
 
 def _load_pickle(path: Path) -> dict[str, Any]:
     try:
-        content = restricted_load(path.read_bytes())
+        content = restricted_load(path.read_bytes(), source=str(path))
     except UnsafePickleError:
         raise
     except Exception as error:  # truncated or corrupt files raise many different errors
@@ -187,14 +203,20 @@ def load_body_model_arrays(path: PathLike) -> dict[str, Any]:
 
     Raises:
         UnsafePickleError: the pickle asks for anything but array classes (nothing is run).
-        ValueError: the file is truncated or not a body-model file.
+        ValueError: the file is truncated or not a body-model file, or an array holds NaN or
+            infinite values (the message names the file and the key).
+        ResourceLimitError: the file describes arrays far larger than any body model's (see
+            :mod:`meshrec.io.safe_pickle`; nothing large is built).
         FileNotFoundError: ``path`` does not exist.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise BodyModelNotFoundError(path.name, [str(path)])
     if path.suffix.lower() == ".npz":
-        return _load_npz(path)
-    if path.suffix.lower() in {".pkl", ".pickle"}:
-        return _load_pickle(path)
-    raise ValueError(f"{path}: body-model files are .pkl or .npz, got {path.suffix!r}")
+        arrays = _load_npz(path)
+    elif path.suffix.lower() in {".pkl", ".pickle"}:
+        arrays = _load_pickle(path)
+    else:
+        raise ValueError(f"{path}: body-model files are .pkl or .npz, got {path.suffix!r}")
+    check_finite_arrays(path, arrays)
+    return arrays

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meshrec.io.safe_pickle import load_npz
+from meshrec.io.safe_pickle import load_npz, npz_keys
 
 __all__ = ["PW3DAnnotations", "find_pw3d_annotations", "read_pw3d_humandata"]
 
@@ -79,15 +79,19 @@ def find_pw3d_annotations(data_root: Path, annotations: str | Path | None = None
 
 
 def read_pw3d_humandata(path: str | Path) -> PW3DAnnotations:
-    """Reads ``pw3d_test.npz`` (HumanData). Raises ValueError naming what is missing or wrong."""
+    """Reads ``pw3d_test.npz`` (HumanData). Raises ValueError naming what is missing or wrong,
+    including NaN or infinite values (file and key named). Only the members used are read, after
+    the archive's directory shows they are all there (an unrelated huge member costs nothing);
+    every member is bounded in size (:mod:`meshrec.io.safe_pickle`)."""
     path = Path(path)
-    data = load_npz(path)
-    if "smpl" not in data and {"imgname", "pose", "shape"} <= set(data):
+    keys = set(npz_keys(path))
+    if "smpl" not in keys and {"imgname", "pose", "shape"} <= keys:
         raise ValueError(f"{path} is in SPIN's npz layout (imgname, pose, shape); meshrec reads mmhuman3d's "
                          "HumanData layout (image_path, bbox_xywh, smpl, meta)")
-    missing = [key for key in ("image_path", "bbox_xywh", "smpl", "meta") if key not in data]
+    missing = [key for key in ("image_path", "bbox_xywh", "smpl", "meta") if key not in keys]
     if missing:
-        raise ValueError(f"{path}: not a HumanData file of 3DPW: missing keys {missing} (found {sorted(data)})")
+        raise ValueError(f"{path}: not a HumanData file of 3DPW: missing keys {missing} (found {sorted(keys)})")
+    data = load_npz(path, keys=("image_path", "bbox_xywh", "smpl", "meta"))
     smpl, meta = data["smpl"], data["meta"]
     if not isinstance(smpl, dict) or not {"global_orient", "body_pose", "betas"} <= set(smpl):
         raise ValueError(f"{path}: 'smpl' must be a dict with global_orient, body_pose and betas")
@@ -100,6 +104,11 @@ def read_pw3d_humandata(path: str | Path) -> PW3DAnnotations:
         "body_pose": np.asarray(smpl["body_pose"], dtype=np.float64).reshape(-1, 23, 3),
         "betas": np.asarray(smpl["betas"], dtype=np.float64).reshape(count, -1)[:, :10],
     }
+    for name, array in arrays.items():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            key = "bbox_xywh" if name == "boxes_xywh" else f"smpl.{name}"
+            raise ValueError(f"{path}: key {key!r} holds {bad} NaN or infinite values; the annotation file is corrupt")
     genders = np.asarray([str(g).lower()[:1] for g in np.asarray(meta["gender"]).reshape(-1)], dtype=object)
     for name, array in {**arrays, "genders": genders}.items():
         if len(array) != count:
