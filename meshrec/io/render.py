@@ -4,16 +4,19 @@ No OpenGL, no extra dependency. The camera is OpenCV's: camera-frame points in m
 y down, z forward), intrinsics ``K`` (3, 3), pixel centres at integer coordinates (pixel
 ``[row, col]`` is the point ``u = col, v = row``).
 
->>> picture = render_meshes([Mesh(vertices, faces, color=(70, 130, 230))], K, (1280, 720))
->>> picture.shape
-(720, 1280, 3)
+Usage::
+
+    picture = render_meshes([Mesh(vertices, faces, color=(70, 130, 230))], K, (1280, 720))  # (720, 1280, 3) uint8
+    # people over a photo, semi-transparent, one colour each:
+    overlay = render_meshes([Mesh(v, faces, rgb, opacity=0.6) for v, rgb in zip(people, colours)], K,
+                            (photo.shape[1], photo.shape[0]), background=photo)
 
 Each mesh is rasterised with its own depth buffer (its nearest surface per pixel); the meshes'
 layers are then blended per pixel from far to near, each with its opacity. So an opaque mesh
 hides whatever lies behind it, whichever order the meshes come in, and a semi-transparent one
 (a fit over a photo, a ghost of the ground truth) shows what is behind it but never its own back.
 
-Shading is Lambertian with a light at the camera (``"smooth"``: vertex normals interpolated per
+Shading is Lambertian with a light near the camera, above and to the left (``"smooth"``: vertex normals interpolated per
 pixel; ``"flat"``: one normal per face), two-sided so that open surfaces and inward-facing
 triangles are lit too. Triangles with a corner closer than ``near`` are skipped (no clipping):
 fine for objects in front of the camera and for finely tessellated ground planes.

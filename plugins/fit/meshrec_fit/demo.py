@@ -133,7 +133,7 @@ LEGEND_HEIGHT = 44
 COLORS = {"ground truth": (60, 185, 90), "fit": (70, 120, 230), "inside the scene": (230, 30, 40),
           "floor and box": (196, 170, 130)}
 FLOOR_TILES = ((222, 222, 218), (196, 196, 192))
-GROUND_TRUTH_OPACITY = 0.3  # a ghost with a solid outline, so that a close fit does not hide it
+GROUND_TRUTH_OPACITY = 0.2  # a ghost with a solid outline, so that a close fit does not hide it
 BOX_OPACITY = 0.55  # see-through, so that a body sinking into the box shows
 INSET_SIZE = (330, 330)  # the side view in each panel's corner
 SIDE_EYE = (3.0, 0.25, 0.5)  # where the side view looks from, relative to the bodies' centre (world, metres)
@@ -252,10 +252,12 @@ def _picture(path: Path, scene: FloorAndBoxes, truth_vertices: np.ndarray, fits:
                        outline=(150, 150, 150), width=2)
         draw.text((inset_left + 10, inset_top + 6), "seen from the side", font=small_font, fill=(90, 90, 90))
         r = results[name]
+        count = r["penetrating_vertices"]
+        noun = "vertex" if count == 1 else "vertices"
         draw.rectangle((left, 0, left + width, TITLE_HEIGHT), fill=(255, 255, 255))
         draw.text((left + 20, 12), titles[name], font=title_font, fill=(20, 20, 20))
         draw.text((left + 20, 54), f"MPJPE {r['mpjpe_mm']:.0f} mm   PA-MPJPE {r['pa_mpjpe_mm']:.0f} mm   "
-                                   f"penetration {r['penetration_sum_mm']:.0f} mm ({r['penetrating_vertices']} vertices)",
+                                   f"penetration {r['penetration_sum_mm']:.0f} mm ({count} {noun})",
                   font=number_font, fill=COLORS["inside the scene"] if name == "without_scene" else (20, 120, 50))
     # One legend along the bottom, and a rule between the panels.
     draw.rectangle((0, height - LEGEND_HEIGHT, canvas.width, height), fill=(255, 255, 255))
