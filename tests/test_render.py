@@ -175,3 +175,30 @@ def test_per_vertex_and_per_face_colours():
     assert tuple(by_face[16, 23]) == (255, 0, 0) and tuple(by_face[23, 16]) == (0, 255, 0)
     with pytest.raises(ValueError, match="face_colors"):
         render_meshes([Mesh(vertices, faces, face_colors=np.zeros((3, 3)))], IDENTITY, (40, 40))
+
+
+def test_results_do_not_depend_on_how_the_work_is_batched(monkeypatch):
+    import meshrec.io.render as render
+
+    rng = np.random.default_rng(3)
+    uv = rng.uniform(-5, 45, (60, 3, 2))  # overlapping triangles of all sizes, some off the image
+    z = rng.uniform(1.0, 5.0, (60, 3))
+    vertices = np.concatenate([np.dstack([uv * z[..., None], z[..., None]]).reshape(-1, 3)])
+    faces = np.arange(180).reshape(60, 3)
+    reference = rasterize(vertices, faces, IDENTITY, (40, 30))
+    monkeypatch.setattr(render, "_CHUNK_ROWS", 7)
+    monkeypatch.setattr(render, "_CHUNK_FRAGMENTS", 50)
+    batched = rasterize(vertices, faces, IDENTITY, (40, 30))
+    np.testing.assert_array_equal(batched.depth, reference.depth)
+    np.testing.assert_array_equal(batched.face, reference.face)
+    assert reference.mask.sum() > 800
+    # And every covered pixel shows the nearest of the faces whose plane the pixel ray meets inside.
+    ys, xs = np.nonzero(reference.mask)
+    for y, x in list(zip(ys, xs))[::37]:
+        depths = []
+        for face in faces:
+            corners = vertices[face]
+            w = np.linalg.solve(corners.T, np.array([x, y, 1.0]))  # ray point t (x, y, 1) = corners^T w
+            if (w >= -1e-12).all():
+                depths.append(1.0 / w.sum())
+        assert reference.depth[y, x] == pytest.approx(min(depths), rel=1e-9)

@@ -31,9 +31,11 @@ import numpy as np
 
 __all__ = ["Mesh", "Fragments", "rasterize", "render_meshes", "vertex_normals"]
 
-# Triangle rows scanned at once (bounds the rasteriser's memory), and the slack of the edge test
-# (barycentric units) so that pixel centres on an edge count as inside.
+# Triangle rows scanned at once and pixels (fragments) tested at once (bound the rasteriser's
+# memory), and the slack of the edge test (barycentric units) so that pixel centres on an edge
+# count as inside.
 _CHUNK_ROWS = 1 << 16
+_CHUNK_FRAGMENTS = 1 << 20
 _EDGE_TOLERANCE = 1e-9
 
 
@@ -214,25 +216,32 @@ def _rasterize_chunk(ids, lo, hi, row_count, planes, inverse_depth, width, depth
     last = np.minimum(np.floor(right) + 1, hi[:, 0:1])
     valid &= last >= first
     count = np.where(valid, last - first + 1, 0).astype(np.int64).ravel()
-    total = int(count.sum())
-    if total == 0:
-        return
-    segment = np.repeat(np.arange(len(count)), count)
-    offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    u = first.ravel()[segment] + offset
-    v = y.ravel()[segment]
-    local = segment // row_count
-    inside = np.ones(total, dtype=bool)
-    for i in range(3):  # the pixel centre is inside the triangle or on an edge
-        inside &= plane[local, i, 0] * u + plane[local, i, 1] * v + plane[local, i, 2] >= -_EDGE_TOLERANCE
-    u, v, tri = u[inside], v[inside], ids[local[inside]]
-    coefficients = inverse_depth[tri]
-    z = 1.0 / (coefficients[:, 0] * u + coefficients[:, 1] * v + coefficients[:, 2])
-    pixel = v.astype(np.int64) * width + u.astype(np.int64)
-    # Depth test: the nearest fragment per pixel wins (ties: any one of them).
-    np.minimum.at(depth, pixel, z)
-    won = z == depth[pixel]
-    face_id[pixel[won]] = tri[won]
+    first, y = first.ravel(), y.ravel()
+    # Spans in batches of about _CHUNK_FRAGMENTS pixels (many large overlapping triangles would
+    # otherwise make one huge batch).
+    starts = np.cumsum(count) - count
+    cuts = np.searchsorted(starts, np.arange(0, int(count.sum()), _CHUNK_FRAGMENTS), side="right") - 1
+    for begin, end in zip(cuts, [*cuts[1:], len(count)]):
+        spans = count[begin:end]
+        total = int(spans.sum())
+        if total == 0:
+            continue
+        segment = np.repeat(np.arange(begin, end), spans)
+        offset = np.arange(total) - np.repeat(np.cumsum(spans) - spans, spans)
+        u = first[segment] + offset
+        v = y[segment]
+        local = segment // row_count
+        inside = np.ones(total, dtype=bool)
+        for i in range(3):  # the pixel centre is inside the triangle or on an edge
+            inside &= plane[local, i, 0] * u + plane[local, i, 1] * v + plane[local, i, 2] >= -_EDGE_TOLERANCE
+        u, v, tri = u[inside], v[inside], ids[local[inside]]
+        coefficients = inverse_depth[tri]
+        z = 1.0 / (coefficients[:, 0] * u + coefficients[:, 1] * v + coefficients[:, 2])
+        pixel = v.astype(np.int64) * width + u.astype(np.int64)
+        # Depth test: the nearest fragment per pixel wins (ties: any one of them).
+        np.minimum.at(depth, pixel, z)
+        won = z == depth[pixel]
+        face_id[pixel[won]] = tri[won]
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
