@@ -231,3 +231,14 @@ def test_non_finite_weights_are_refused_naming_file_and_key():
     state["mask"][0] = float("nan")  # ... never NaN
     with pytest.raises(CheckpointError, match="mask holds 1 NaN"):
         checkpoints.load_state_dict_strict(network, state, "ckpt.pth")
+
+
+def test_relative_human_annotations_that_run_code_are_refused(tmp_path):
+    """MA-HMR's Relative Human reader used np.load(allow_pickle=True): a downloaded annotation
+    file could run code. It now goes through the restricted unpickler."""
+    evaluation = pytest.importorskip("meshrec_mahmr.evaluation")
+    marker = tmp_path / "executed"
+    np.savez(tmp_path / "test_annots.npz", annots=np.array({"a.jpg": [CodeRunningPayload(marker)]}, dtype=object))
+    with pytest.raises(UnsafePickleError, match="system"):
+        evaluation.read_relative_human(tmp_path)
+    assert not marker.exists()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import meshrec
+from meshrec.io.safe_pickle import load_npz
 from meshrec.metrics.matching import detection_scores
 from meshrec_mahmr.matching import greedy_match_2d
 
@@ -71,9 +72,10 @@ def read_relative_human(root: str | Path, split: str = "test") -> list[RHImage]:
     if not path.is_file():
         raise FileNotFoundError(f"Relative Human annotations {path} not found: the folder needs {split}_annots.npz "
                                 "and images/ (https://github.com/Arthur151/Relative_Human)")
-    # The file is a pickled dict inside an npz (upstream's format), so it needs allow_pickle.
-    with np.load(path, allow_pickle=True) as data:
-        annots = data["annots"][()]
+    # The file is a pickled dict inside an npz (upstream's format): read through meshrec's
+    # restricted unpickler (array data only, bounded), never np.load(allow_pickle=True), which
+    # would run whatever code a downloaded file asks for.
+    annots = load_npz(path, keys=["annots"], required=["annots"])["annots"]
     to_bk, to_och = _mapping(BK_19), _mapping(OCHUMAN_19)
     images = []
     for name, people in annots.items():
