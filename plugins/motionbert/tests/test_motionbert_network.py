@@ -132,6 +132,7 @@ def test_network_rejects_bad_clips(shape, match):
         small_network().regress(torch.zeros(shape, dtype=torch.float64))
 
 
+@pytest.mark.slow
 def test_parameter_count_of_released_backbone():
     from meshrec_motionbert.model import DSTformer
 
