@@ -167,7 +167,8 @@ class MotionBERT(meshrec.Method):
         sequence = sample.keypoint_sequence
         if sequence is None:
             raise meshrec.MissingInputError(
-                f"method 'motionbert' needs keypoint_sequence=... (T, P, 17, 3) pixels + confidence for {sample.source}")
+                f"method 'motionbert' needs keypoint_sequence=... (T, P, 17, 3) pixels + confidence for "
+                f"{sample.source}")
         if sequence.ndim != 4 or sequence.shape[-1] != 3:
             raise ValueError(f"keypoint_sequence of {sample.source} must be (T, P, 17, 3), got {sequence.shape}")
         frames, people, joints = sequence.shape[:3]

@@ -29,7 +29,8 @@ def test_prediction_holds_every_frame_and_person(motionbert_body_models):
     assert pred.vertices.shape == (12, 6890, 3) and pred.body_pose.shape == (12, 23, 3, 3)
     assert pred.extras["frames"] == 6 and pred.extras["people"] == 2
     assert pred.extras["joints_h36m"].shape == (12, 17, 3)
-    assert not pred.extras["translation_estimated"] and torch.equal(pred.transl, torch.zeros(12, 3, dtype=torch.float64))
+    assert not pred.extras["translation_estimated"]
+    assert torch.equal(pred.transl, torch.zeros(12, 3, dtype=torch.float64))
     # frame-major: body t * P + p is person p at frame t; person 1 alone gives the same bodies
     alone = meshrec.predict(None, method=method, keypoint_sequence=kp[:, 1:])
     assert (alone.vertices - pred.vertices[1::2]).abs().max() < 1e-9
