@@ -57,7 +57,7 @@ def visibility_from_projection(joints: torch.Tensor, intrinsics: torch.Tensor, i
     """(P, 24) bool: joints (P, 24, 3) (camera frame) that project into the image (width,
     height), pelvis and spine always visible: the fallback when no 2D keypoints are given
     (truncation only, like EgoHMR's evaluation mask)."""
-    uv = project(joints, intrinsics[:, None])
+    uv = torch.stack([project(points, k) for points, k in zip(joints, intrinsics)])
     width, height = image_size
     visible = (uv[..., 0] >= 0) & (uv[..., 0] < width) & (uv[..., 1] >= 0) & (uv[..., 1] < height) & (joints[..., 2] > 0)
     visible[:, list(ALWAYS_VISIBLE)] = True
