@@ -48,6 +48,19 @@ def _clip_len(value: Any) -> int:
     return value
 
 
+def _overlap(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"window_overlap must be a whole number of frames, got {value}")
+    return int(value)
+
+
+def default_overlap(clip_len: int) -> int:
+    """Frames shared by consecutive windows when ``window_overlap`` is not given: 27 for 243."""
+    return min(27, clip_len // 3)
+
+
 def estimate_translation(joints: torch.Tensor, keypoints: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     """Camera-frame translation t (B, 3) that best projects ``joints + t`` onto ``keypoints``.
 
@@ -129,8 +142,8 @@ class MotionBERT(meshrec.Method):
                        "averaged on SO(3))"),
         meshrec.Option("clip_len", MAX_CLIP, "longest window in frames (1..243; upstream's wild inference 243, its "
                        "training 16)", type=_clip_len),
-        meshrec.Option("window_overlap", 27, "frames shared by consecutive windows of sequences longer than "
-                       "clip_len (0..clip_len-1)"),
+        meshrec.Option("window_overlap", None, "frames shared by consecutive windows of sequences longer than "
+                       "clip_len (0..clip_len-1; default min(27, clip_len // 3))", type=_overlap),
         meshrec.Option("refine_layout", "consistent", "refiner checkpoint only: 6D encoding of the refined "
                        "method's rotations: 'consistent' (a zero residual returns the input) or 'upstream' (upstream's "
                        "row-layout encoding, which its released refiner was trained with)", choices=LAYOUTS),
@@ -142,6 +155,8 @@ class MotionBERT(meshrec.Method):
               **options: Any) -> "MotionBERT":
         if body_model is None:
             raise ValueError("method 'motionbert' needs the SMPL body model")
+        if options["window_overlap"] is None:
+            options["window_overlap"] = default_overlap(options["clip_len"])
         if not 0 <= options["window_overlap"] < options["clip_len"]:
             raise ValueError(f"window_overlap must be in [0, clip_len={options['clip_len']}), got "
                              f"{options['window_overlap']}")
@@ -215,6 +230,7 @@ class MotionBERT(meshrec.Method):
         through windows (and the flipped pass with ``flip``)."""
         frames = len(clip)
         clip_len, overlap = self.options["clip_len"], self.options["window_overlap"]
+        overlap = default_overlap(clip_len) if overlap is None else overlap
         starts = window_starts(frames, clip_len, overlap)
         length = min(clip_len, frames)
         dtype = next(self.model.parameters()).dtype
@@ -247,6 +263,7 @@ class MotionBERT(meshrec.Method):
         refined rotations (T, 24, 3, 3), through windows (and the mirrored pass with ``flip``)."""
         frames = len(clip)
         clip_len, overlap = self.options["clip_len"], self.options["window_overlap"]
+        overlap = default_overlap(clip_len) if overlap is None else overlap
         starts = window_starts(frames, clip_len, overlap)
         length = min(clip_len, frames)
         dtype = next(self.model.parameters()).dtype

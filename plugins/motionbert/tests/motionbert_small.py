@@ -35,7 +35,6 @@ def body(folder, dtype: torch.dtype = torch.float64) -> tuple[SMPL, JointRegress
 
 def small_method(folder, seed: int = 0, dtype: torch.dtype = torch.float64, **options) -> MotionBERT:
     """A :class:`MotionBERT` method on :func:`small_network` (what ``build`` makes, minus the file)."""
-    options.setdefault("window_overlap", 2)
     smpl, regressor = body(folder, dtype)
     network = small_network(seed, dtype).set_body_model(smpl, regressor)
     method = MotionBERT(network, smpl, torch.device("cpu"), **MotionBERT.resolve_options(options))

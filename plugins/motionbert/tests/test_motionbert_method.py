@@ -61,6 +61,17 @@ def test_long_sequences_run_in_windows(motionbert_body_models):
     assert pred.betas[0].ne(pred.betas[-1]).any()  # each window has its own betas
 
 
+def test_default_overlap_follows_clip_len(motionbert_body_models):
+    method = small_method(motionbert_body_models, clip_len=9)  # overlap min(27, 9 // 3) = 3: windows 0, 6, 11
+    kp = _keypoints(frames=20, people=1, seed=3)
+    pred = meshrec.predict(None, method=method, keypoint_sequence=kp)
+    x = torch.as_tensor(normalize(kp[:, 0], "bbox"))
+    with torch.no_grad():
+        last = method.model.regress(x[11:20][None])["rotmat"][0]
+    # frame 19 lies only in the last window; frame 14 has margin 3 in window 11..19, 0 in window 6..14
+    assert (pred.global_orient[[14, 19]] - last[[3, 8], 0]).abs().max() < 1e-12
+
+
 def test_flip_averages_rotations(motionbert_body_models):
     method = small_method(motionbert_body_models, clip_len=24, flip=True)
     kp = _keypoints(frames=4, people=1, seed=2)

@@ -120,3 +120,15 @@ def test_metrics_equal_an_independent_computation(mesh_pickle, motionbert_body_m
     assert result["pa_mpjpe"] == pytest.approx(pa, rel=1e-7)
     assert result["mpjpe_17j"] == pytest.approx(mpjpe_17, rel=1e-9)
     assert 0 < result["pa_mpjpe"] < result["mpjpe"]
+
+
+def test_through_meshrec_evaluate(plugin_manager, mesh_pickle, motionbert_body_models):
+    from meshrec_motionbert import plugin
+
+    plugin_manager.register(plugin, name="motionbert")
+    method = small_method(motionbert_body_models, seed=3)
+    result = meshrec.evaluate(method, "pw3d-motionbert", mesh_pickle.parent, body_model=motionbert_body_models,
+                              batch_size=4, progress=False, limit=2, flip=False)
+    metrics = result["metrics"]
+    assert metrics["num_clips"] == 2 and metrics["num_samples"] == 32 and not metrics["complete"]
+    assert metrics["protocol"] == "3dpw-motionbert" and metrics["mpve"] > 0
