@@ -288,6 +288,10 @@ class MotionBERT(meshrec.Method):
         are taken as one sequence in order (so ``batch_size`` sets the temporal context). Betas
         and translations are kept; rotations are refined; SMPL runs again.
         """
+        with torch.inference_mode():  # meshrec.predict calls refine outside inference mode (for optimisers)
+            return self._refine(samples, predictions)
+
+    def _refine(self, samples: list[meshrec.Sample], predictions: list[meshrec.Prediction]) -> list[meshrec.Prediction]:
         if not self.is_refiner:
             raise ValueError("refining with motionbert needs MotionBERT's refiner checkpoint (checkpoint/mesh/"
                              "FT_MB_release_MB_ft_pw3d_refine_hybrik/best_epoch.bin); this method holds the mesh model")
@@ -309,6 +313,7 @@ class MotionBERT(meshrec.Method):
             parts = refined.split(owner, len(samples), shared=("frames", "people", "refined_from"))
             for part, sample in zip(parts, samples):
                 part.source = sample.source
+                part.extras["frames"] = 1  # each part is one frame of the refined sequence
             return parts
         raise meshrec.MissingInputError("refining with motionbert needs keypoint_sequence=... (T, P, 17, 3) for every "
                                         "input, or keypoints=... (P, 17, 3) for every frame")

@@ -77,6 +77,21 @@ def test_refine_a_sequence_prediction(motionbert_body_models):
     assert torch.equal(refined.betas, plain.betas)
 
 
+def test_refine_frames_of_a_batch_as_one_sequence(motionbert_body_models):
+    method = small_method(motionbert_body_models, seed=2, clip_len=24)
+    refiner = small_refiner(motionbert_body_models, seed=3)
+    kp = _keypoints(frames=4, people=2, seed=2)
+    sequence = meshrec.predict(None, method=method, keypoint_sequence=kp)
+    whole = refiner.refine([meshrec.Sample(index=0, source="clip", keypoint_sequence=kp)], [sequence])[0]
+    frames = sequence.split(torch.arange(4).repeat_interleave(2), 4, shared=("frames", "people"))
+    samples = [meshrec.Sample(index=t, source=f"frame{t}", keypoints=kp[t]) for t in range(4)]
+    parts = refiner.refine(samples, frames)
+    assert [p.num_people for p in parts] == [2, 2, 2, 2] and parts[3].source == "frame3"
+    assert (torch.cat([p.vertices for p in parts]) - whole.vertices).abs().max() < 1e-10
+    with pytest.raises(ValueError, match="same people"):
+        refiner.refine(samples[:2], [frames[0], frames[1].split(torch.tensor([0, 1]), 2)[0]])
+
+
 def test_zero_residual_refiner_keeps_the_prediction(motionbert_body_models):
     method = small_method(motionbert_body_models, seed=2, clip_len=24)
     refiner = small_refiner(motionbert_body_models, zero_residual=True, flip=True)
