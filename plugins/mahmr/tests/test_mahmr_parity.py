@@ -249,3 +249,24 @@ def test_heads_intrinsics_and_translation(network):
             s = 2 / (1 + np.exp(-cam[b, :, 2])) + 1e-6
             t = np.stack([cam[b, :, 0] / s, cam[b, :, 1] / s, 2 * f / (s * 224)], -1)
             np.testing.assert_allclose(out["pred_transl"][b].numpy(), t, rtol=0, atol=1e-10)
+
+
+def test_token_quirk_keeps_level1_tokens_without_background(network):
+    """MA-HMR's quirk (token_quirk=True): with no background quad in the batch, level-1 tokens of
+    small-person patches are kept beside their level-0 tokens; by default (SAT-HMR) they are not."""
+    from dataclasses import replace
+
+    scale_map = torch.tensor([[0.9, 0.2], [0.9, 0.8], [0.1, 0.1], [0.1, 0.9]] * 2, dtype=torch.float64)
+    default = network.select_tokens(scale_map, [8])
+    assert default["sat"].tolist() == [True, False, False, False] * 2
+    assert default["keep"].tolist() == [False, True, True, True] * 2
+    assert not default["pool"].any()
+    original = network.config
+    try:
+        network.config = replace(original, keep_sat_lvl1_without_background=True)
+        quirk = network.select_tokens(scale_map, [8])
+        assert quirk["keep"].all() and quirk["sat"].tolist() == default["sat"].tolist()
+        with_background = torch.cat([scale_map, torch.zeros(4, 2, dtype=torch.float64)])
+        assert network.select_tokens(with_background, [12])["keep"].tolist() == [False, True, True, True] * 2 + [False] * 4
+    finally:
+        network.config = original
