@@ -70,7 +70,7 @@ def test_declared_options_and_no_checkpoint(plugin_manager, tmp_path):
     method = meshrec.load_method("example", body_model=synthetic_smpl(), device="cpu", refinements="0")
     assert method.options == {"refinements": 0} and method.model.refinements == 0
     weights = tmp_path / "w.pth"
-    weights.write_bytes(b"0")
+    torch.save({"state_dict": {}}, weights)
     with pytest.raises(meshrec.CheckpointError, match="has no weights"):
         meshrec.load_method("example", checkpoint=weights, body_model=synthetic_smpl(), device="cpu")
 

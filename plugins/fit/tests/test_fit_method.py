@@ -157,7 +157,7 @@ def test_option_errors(plugin_manager, smpl, tmp_path):
     with pytest.raises(ValueError, match="ground_plane must be four finite numbers"):
         meshrec.load_method("fit", body_model=smpl, device="cpu", ground_plane=(0, 1, 0))
     weights = tmp_path / "w.pth"
-    weights.write_bytes(b"0")
+    torch.save({"state_dict": {}}, weights)
     with pytest.raises(meshrec.CheckpointError, match="has no weights"):
         meshrec.load_method("fit", checkpoint=weights, body_model=smpl, device="cpu")
 
