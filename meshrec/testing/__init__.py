@@ -21,7 +21,7 @@ import torch
 
 from meshrec.body import mannequin
 from meshrec.testing.legacy_pickle import ChumpyArray, dumps_python2
-from meshrec.testing.scenes import random_voxel_coords, surface_voxel_coords, synthetic_scene_crop
+from meshrec.testing.voxels import random_voxel_coords, surface_voxel_coords, synthetic_scene_crop
 
 __all__ = [
     "random_voxel_coords",

@@ -16,7 +16,7 @@ from meshrec.body import SMPL_OUTPUT_JOINT_NAMES, load_joint_regressor
 from meshrec.camera import default_intrinsics
 from meshrec_fit.fitting import FitConfig, FitInit, SceneTerm, fit_smpl
 from meshrec.body.keypoints import KeypointModel, get_layout
-from meshrec_fit.scene import GroundPlane, SceneSDF
+from meshrec_fit.scene_terms import GroundPlane, SceneSDF
 
 __all__ = ["Fit"]
 
