@@ -160,6 +160,9 @@ class MotionBERT(meshrec.Method):
         if not 0 <= options["window_overlap"] < options["clip_len"]:
             raise ValueError(f"window_overlap must be in [0, clip_len={options['clip_len']}), got "
                              f"{options['window_overlap']}")
+        # the regressor first: a missing file is named before the slow checkpoint load
+        location = body_model.model_file.parent if getattr(body_model, "model_file", None) else None
+        regressor_path = find_body_model_file(H36M_REGRESSORS, location)
         content = load_checkpoint(checkpoint, trust=options["trust_checkpoint"])
         state = content.get("model", content) if isinstance(content, dict) else {}
         refiner = any(k.endswith("head.fc2.weight") and getattr(v, "dim", lambda: 0)() == 3 for k, v in state.items())
@@ -167,8 +170,6 @@ class MotionBERT(meshrec.Method):
             network = load_refiner_network(checkpoint, layout=options["refine_layout"], checkpoint=content)
         else:
             network = load_mesh_network(checkpoint, checkpoint=content)
-        location = body_model.model_file.parent if getattr(body_model, "model_file", None) else None
-        regressor_path = find_body_model_file(H36M_REGRESSORS, location)
         dtype = body_model.v_template.dtype
         regressor = JointRegressor(load_joint_regressor(regressor_path.name, regressor_path.parent), dtype=dtype)
         network.set_body_model(body_model, regressor)

@@ -145,3 +145,20 @@ def test_load_method_and_predict_with_released_layout(plugin_manager, motionbert
     pred = meshrec.predict(None, method=method, keypoint_sequence=_keypoints(frames=20, people=1), camera=K)
     assert pred.vertices.shape == (20, 6890, 3) and pred.method == "motionbert"
     assert torch.isfinite(pred.vertices).all()
+
+
+def test_missing_regressor_is_named(plugin_manager, motionbert_body_models, tmp_path, monkeypatch):
+    import shutil
+
+    from meshrec_motionbert import plugin
+
+    plugin_manager.register(plugin, name="motionbert")
+    monkeypatch.delenv("MESHREC_BODY_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    folder = tmp_path / "only_smpl"
+    folder.mkdir()
+    shutil.copy(motionbert_body_models / "SMPL_NEUTRAL.pkl", folder)
+    checkpoint = tmp_path / "best_epoch.bin"
+    torch.save({"model": {}}, checkpoint)  # never loaded: the regressor is looked up first
+    with pytest.raises(meshrec.BodyModelNotFoundError, match="J_regressor_h36m_correct.npy"):
+        meshrec.load_method("motionbert", checkpoint=checkpoint, body_model=folder, device="cpu")
