@@ -68,3 +68,29 @@ def test_prediction_save_and_back_into_smpl(plugin_manager, body_models_dir, tmp
     again = smpl(global_orient=pred.global_orient[:, None], body_pose=pred.body_pose, betas=pred.betas,
                  transl=pred.transl, pose2rot=False)
     torch.testing.assert_close(again.vertices, pred.vertices, atol=1e-5, rtol=0)
+
+
+def test_folders_and_symlink_loops_are_named_as_such(tmp_path):
+    from meshrec.io.images import check_image_file
+
+    (tmp_path / "folder.jpg").mkdir()
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    dangling = tmp_path / "dangling.jpg"
+    dangling.symlink_to(tmp_path / "gone.jpg")
+    for path, said in ((tmp_path / "folder.jpg", "is a folder"), (loop, "loops back on itself"),
+                       (dangling, "gone.jpg, which does not exist"), (tmp_path / "none.jpg", "does not exist")):
+        with pytest.raises(meshrec.ImageReadError, match=said):
+            check_image_file(path)
+
+
+def test_decompression_bombs_are_one_clean_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from meshrec.io.images import check_image_file, read_image
+
+    Image.new("RGB", (400, 300)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # any image over 2x this is a "bomb" to Pillow
+    for read in (check_image_file, read_image):
+        with pytest.raises(meshrec.ImageReadError, match="too large to decode safely"):
+            read(tmp_path / "big.png")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +12,27 @@ import torch
 
 from meshrec.errors import ImageReadError
 
-__all__ = ["IMAGE_SUFFIXES", "check_image_file", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "check_image_file", "describe_missing", "read_image"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def describe_missing(path: Path) -> str:
+    """Why ``path`` is not a readable file: a folder, a symlink loop, a dangling link, or absent."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports loops this way
+            return "is a symbolic link that loops back on itself"
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return "is a symbolic link that loops back on itself"
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    if not path.exists():
+        return "does not exist"
+    return "is not a regular file"
 
 
 def check_image_file(path: Path, name: str | None = None) -> None:
@@ -21,10 +41,13 @@ def check_image_file(path: Path, name: str | None = None) -> None:
 
     name = name or str(path)
     if not path.is_file():
-        raise ImageReadError(f"image {name} does not exist")
+        raise ImageReadError(f"image {name} {describe_missing(path)}")
     try:
         with Image.open(path) as image:
             image.size  # noqa: B018 (parses the header)
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"image {name} is too large to decode safely ({error}); "
+                             "downscale it first") from None
     except (UnidentifiedImageError, OSError) as error:
         raise ImageReadError(f"cannot read image {name}: not an image Pillow can decode ({error})") from error
 
@@ -46,6 +69,8 @@ def read_image(source: Any, name: str | None = None) -> np.ndarray:
         try:
             with Image.open(path) as image:
                 return np.array(image.convert("RGB"))  # writable: torch.from_numpy needs that
+        except Image.DecompressionBombError as error:
+            raise ImageReadError(f"image {name} is too large to decode safely ({error}); downscale it first") from None
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise ImageReadError(f"cannot decode image {name}: {error}") from error
     if torch.is_tensor(source):
