@@ -27,10 +27,15 @@ def test_predict_command_on_annotated_sequence(plugin_manager, motionbert_checkp
     out = tmp_path / "out"
     code = main(["predict", str(images), "--method", "motionbert", "--checkpoint", str(motionbert_checkpoint),
                  "--annotations", str(annotations), "--body-models", str(motionbert_body_models), "--out", str(out),
-                 "--device", "cpu"])
+                 "--device", "cpu", "--option", "clip_len=16", "--option", "normalization=image"])
     assert code == 0, capsys.readouterr().err
     with np.load(out / "frame_000.npz") as saved:
         assert saved["vertices"].shape == (4, 6890, 3) and str(saved["method"]) == "motionbert"
         assert int(saved["extras/frames"]) == 4
         assert bool(saved["extras/translation_estimated"])  # default intrinsics of the 640 x 480 frame
         assert np.all(saved["transl"][:, 2] != 0)
+    # image normalisation took the size from the frame; a bad option value is refused with its name
+    code = main(["predict", str(images), "--method", "motionbert", "--checkpoint", str(motionbert_checkpoint),
+                 "--annotations", str(annotations), "--body-models", str(motionbert_body_models), "--out", str(out),
+                 "--device", "cpu", "--option", "clip_len=300"])
+    assert code != 0 and "clip_len" in capsys.readouterr().err
