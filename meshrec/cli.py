@@ -63,12 +63,14 @@ def _command_plugins(args: argparse.Namespace) -> int:
              ", ".join(p.datasets) or "-", p.status] for p in plugins]
     _print_table(rows, ["name", "distribution", "version", "methods", "datasets", "status"])
     manager = get_plugin_manager()
-    for kind, registry in (("methods", manager.methods()), ("datasets", manager.datasets())):
+    detectors = manager.detectors()
+    for kind, registry in (("methods", manager.methods()), ("datasets", manager.datasets()), ("detectors", detectors)):
         if len(registry):
             print(f"\n{kind}:")
             width = max(len(entry.name) for entry in registry)
             for entry in registry:
-                print(f"  {entry.name.ljust(width)}  {entry.summary or '-'}")
+                tag = f"[{detectors.kind_of(entry.name)}] " if registry is detectors else ""
+                print(f"  {entry.name.ljust(width)}  {tag}{entry.summary or '-'}")
     for plugin in plugins:
         if plugin.error:
             print(f"\n{plugin.name}: {plugin.error}")
@@ -167,7 +169,6 @@ def _command_predict(args: argparse.Namespace) -> int:
     import meshrec
     from meshrec.errors import ImageReadError, MeshrecError
     from meshrec.io.images import check_image_file
-    from meshrec.io.outputs import OutputFolder
 
     from meshrec.api import get_method_class
 
@@ -179,7 +180,14 @@ def _command_predict(args: argparse.Namespace) -> int:
     if keypoint_only and not (args.keypoints or args.keypoint_sequence):
         raise MeshrecError("give image files or folders, or --keypoints FILE / --keypoint-sequence FILE for "
                            "methods that need no image")
-    out = OutputFolder(args.out, command="predict")  # checked writable before any work
+    from meshrec import distributed
+
+    if distributed.is_torchrun():  # under torchrun each rank predicts its share (meshrec/distributed.py)
+        if keypoint_only:
+            raise MeshrecError("under torchrun the ranks share image inputs; run keypoint-only inputs without torchrun")
+        distributed.init(args.device)
+        files = distributed.shard(files)
+    out = distributed.output_folder(args.out)  # checked writable before any work
     failed: list[tuple[str, str]] = []
     readable: list[Path] = []
     for path in files:
@@ -211,6 +219,17 @@ def _command_predict(args: argparse.Namespace) -> int:
     if args.camera is not None:
         fx, fy, cx, cy = args.camera
         extras["camera"] = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+    if distributed.job().distributed or args.resume:  # per-batch writes, finished inputs skipped
+        if keypoint_only:
+            raise MeshrecError("--resume is for image inputs; a keypoint-only prediction is one item")
+        failures = distributed.predict_to_folder(
+            readable, out, method=args.method, checkpoint=args.checkpoint, body_model=args.body_models,
+            device=args.device, batch_size=args.batch_size, progress=args.progress, bbox_format=args.bbox_format,
+            refine=args.refine, resume=args.resume, failed=failed, method_options=_method_options(args), **extras)
+        if failures and distributed.job().is_main:
+            print(f"meshrec predict: {failures} inputs could not be read and were skipped (listed in "
+                  f"{out.path / 'manifest.json'})", file=sys.stderr)
+        return 1 if failures else 0
     out.start(inputs=names if not keypoint_only else [], method=args.method, checkpoint=args.checkpoint)
     predictions = meshrec.predict(
         None if keypoint_only else names, method=args.method, checkpoint=args.checkpoint,
@@ -307,6 +326,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--scene", metavar="FILE", help="(N, 3) scene points in the camera frame, metres "
                          "(.npy, .npz, .json, .ply)")
     predict.add_argument("--refine", metavar="METHOD", help="refine the predictions with this method (e.g. fit)")
+    predict.add_argument("--resume", action="store_true",
+                         help="skip inputs whose outputs an earlier run with the same method and checkpoint "
+                              "finished (listed in a manifest of --out and still there); writes per batch")
     predict.add_argument("--fail-fast", action="store_true",
                          help="stop at the first unreadable image (default: skip it, report, exit 1)")
     predict.set_defaults(run=_command_predict)

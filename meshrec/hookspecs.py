@@ -17,6 +17,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from meshrec.datasets import DatasetRegistry
+    from meshrec.detectors import DetectorRegistry
     from meshrec.methods import MethodRegistry
 
 PROJECT_NAME = "meshrec"
@@ -57,4 +58,23 @@ def meshrec_register_datasets(registry: "DatasetRegistry") -> None:
         def meshrec_register_datasets(registry):
             registry.add("pw3d", "meshrec_hmr.evaluation:evaluate_pw3d",
                          summary="3DPW test set, as mmhuman3d reports it")
+    """
+
+
+@hookspec
+def meshrec_register_detectors(registry: "DetectorRegistry") -> None:
+    """Add person detectors and 2D keypoint detectors to meshrec's detector registry.
+
+    Called once when meshrec first needs a detector (``meshrec.predict`` on an image without
+    boxes or keypoints, ``meshrec plugins``). Call ``registry.add(name, "package.module:Class",
+    kind=..., summary=...)``: ``kind`` is ``"person"`` for a detector returning boxes or
+    ``"keypoints"`` for one returning keypoints in a named meshrec layout. The class follows
+    :mod:`meshrec.detectors`: options as keyword arguments, ``detect(image) -> Detections``.
+
+    Example::
+
+        @meshrec.hookimpl
+        def meshrec_register_detectors(registry):
+            registry.add("hog", "meshrec_detect.hog:HOGPersonDetector", kind="person",
+                         summary="OpenCV's HOG people detector, weights built into OpenCV")
     """

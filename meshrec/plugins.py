@@ -19,6 +19,7 @@ import pluggy
 
 from meshrec import hookspecs
 from meshrec.datasets import DatasetRegistry
+from meshrec.detectors import DetectorRegistry
 from meshrec.methods import MethodRegistry
 
 __all__ = [
@@ -49,6 +50,7 @@ class PluginInfo:
     version: str | None = None
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    detectors: list[str] = field(default_factory=list)
     error: str | None = None
     blocked: bool = False
 
@@ -64,6 +66,7 @@ class PluginInfo:
             "module": self.module,
             "methods": list(self.methods),
             "datasets": list(self.datasets),
+            "detectors": list(self.detectors),
             "status": self.status,
             "error": self.error,
         }
@@ -86,6 +89,7 @@ class PluginManager:
         self._infos: dict[str, PluginInfo] = {}
         self._methods: MethodRegistry | None = None
         self._datasets: DatasetRegistry | None = None
+        self._detectors: DetectorRegistry | None = None
         self._lock = threading.RLock()
         if discover:
             self._discover()
@@ -143,7 +147,7 @@ class PluginManager:
             info = PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__))
             self._infos[name] = info
             self._register(plugin, info)
-            self._methods = self._datasets = None
+            self._methods = self._datasets = self._detectors = None
             return info
 
     def unregister(self, name: str) -> None:
@@ -152,10 +156,10 @@ class PluginManager:
             if plugin is not None:
                 self._pluggy.unregister(plugin)
             self._infos.pop(name, None)
-            self._methods = self._datasets = None
+            self._methods = self._datasets = self._detectors = None
 
     # -- registries -----------------------------------------------------------------------------
-    def _collect(self, hook_name: str, registry: MethodRegistry | DatasetRegistry, kind: str) -> None:
+    def _collect(self, hook_name: str, registry: MethodRegistry | DatasetRegistry | DetectorRegistry, kind: str) -> None:
         for info in self._infos.values():
             setattr(info, kind, [])
         caller = getattr(self._pluggy.hook, hook_name)
@@ -192,10 +196,20 @@ class PluginManager:
                 self._datasets = registry
             return self._datasets
 
+    def detectors(self) -> DetectorRegistry:
+        """The detector registry, filled by every plugin's ``meshrec_register_detectors``."""
+        with self._lock:
+            if self._detectors is None:
+                registry = DetectorRegistry()
+                self._collect("meshrec_register_detectors", registry, "detectors")
+                self._detectors = registry
+            return self._detectors
+
     def plugins(self) -> list[PluginInfo]:
-        """Every plugin found, loaded or not, with its methods and datasets."""
+        """Every plugin found, loaded or not, with its methods, datasets and detectors."""
         self.methods()
         self.datasets()
+        self.detectors()
         return sorted(self._infos.values(), key=lambda info: info.name)
 
     def plugin(self, name: str) -> PluginInfo | None:

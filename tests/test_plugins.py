@@ -12,6 +12,7 @@ import textwrap
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import meshrec
@@ -123,6 +124,44 @@ def test_hook_meshrec_register_datasets(plugin_manager, tmp_path):
         meshrec.evaluate("toy", "toyset", tmp_path / "missing")
 
 
+class _ToyBoxes:
+    kind = "person"
+    summary = "one box around the bright pixels"
+
+    def __init__(self, threshold=128):
+        self.threshold = threshold
+
+    def detect(self, image):
+        from meshrec.detectors import Detections, check_image
+
+        rows, cols = np.nonzero(check_image(image).max(axis=2) >= self.threshold)
+        if not len(rows):
+            return Detections(np.zeros((0, 4)), np.zeros(0))
+        return Detections([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], [1.0])
+
+
+def test_hook_meshrec_register_detectors(plugin_manager):
+    def meshrec_register_detectors(registry):
+        registry.add("toy-boxes", f"{__name__}:_ToyBoxes", kind="person", summary="a toy detector")
+        registry.add("toy-direct", _ToyBoxes)
+
+    plugin_manager.register(_plugin(meshrec_register_detectors=meshrec_register_detectors), name="toys")
+    registry = plugin_manager.detectors()
+    assert registry.names() == ["toy-boxes", "toy-direct"] and registry.of_kind("person") == ["toy-boxes", "toy-direct"]
+    assert registry.of_kind("keypoints") == [] and registry["toy-boxes"].plugin == "toys"
+    assert plugin_manager.plugin("toys").detectors == ["toy-boxes", "toy-direct"]
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[5:9, 10:17] = 200
+    found = registry.create("toy-boxes", threshold=100).detect(image)
+    assert found.boxes.tolist() == [[10, 5, 17, 9]] and found.scores.tolist() == [1.0]
+    with pytest.raises(KeyError, match=r"installed detectors: toy-boxes \(person\), toy-direct"):
+        registry.create("nope")
+    with pytest.raises(ValueError, match="kind"):
+        registry.add("lazy", f"{__name__}:_ToyBoxes")
+    with pytest.raises(ValueError, match="uint8"):
+        registry.create("toy-direct").detect(image.astype(np.float32))
+
+
 def test_implementations_may_take_fewer_arguments(plugin_manager):
     seen = []
     plugin_manager.register(_plugin(meshrec_register_methods=lambda: seen.append(True)), name="lazy")
@@ -225,7 +264,8 @@ def test_broken_plugin_never_breaks_meshrec(site):
     plugins = {plugin["name"]: plugin for plugin in json.loads(listing.stdout)}
     assert plugins["broken_plugin"]["status"] == "error" and "missing dependency" in plugins["broken_plugin"]["error"]
     assert plugins["good_plugin"] == {"name": "good_plugin", "distribution": "meshrec-good", "version": "0.3.0",
-                                      "module": "good_plugin", "methods": ["good"], "datasets": [], "status": "ok",
+                                      "module": "good_plugin", "methods": ["good"], "datasets": [], "detectors": [],
+                                      "status": "ok",
                                       "error": None}
 
 

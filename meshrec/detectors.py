@@ -1,0 +1,138 @@
+"""The detectors plugins register: person detectors (boxes) and 2D keypoint detectors.
+
+A detector is a class registered by name through the ``meshrec_register_detectors`` hook, as a
+lazy ``"package.module:Class"`` target (imported only when the detector is used). The class has:
+
+- ``name`` (str) and ``summary`` (one line, shown by ``meshrec plugins``);
+- ``kind``: ``"person"`` (finds people, returns boxes) or ``"keypoints"`` (returns 2D keypoints in
+  the named meshrec layout ``layout``, e.g. ``"coco17"``, see :mod:`meshrec.body.keypoints`);
+- a constructor taking keyword options only (all with defaults);
+- ``detect(image)``: ``image`` is an (H, W, 3) uint8 RGB array; it returns a :class:`Detections`.
+
+:func:`meshrec.predict` uses the installed detectors when an image comes without boxes or
+keypoints (see its ``detector=`` argument).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from meshrec.registry import Registry, RegistryEntry
+
+__all__ = ["DETECTOR_KINDS", "DetectorRegistry", "DetectorSpec", "Detections", "check_image"]
+
+DETECTOR_KINDS = ("person", "keypoints")
+
+
+@dataclass
+class Detections:
+    """What ``detect`` returns for one image, people sorted by decreasing score.
+
+    Attributes:
+        boxes: (P, 4) float32 ``x1, y1, x2, y2`` in pixels.
+        scores: (P,) float32 detector confidences (higher is more certain; scale is detector's own).
+        keypoints: (P, K, 3) float32 ``x, y`` pixels + confidence in [0, 1] (keypoint detectors),
+            or None.
+        layout: name of the keypoint layout of ``keypoints``, or None.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    keypoints: np.ndarray | None = None
+    layout: str | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if len(self.scores) != len(self.boxes):
+            raise ValueError(f"{len(self.boxes)} boxes but {len(self.scores)} scores")
+        if self.keypoints is not None:
+            self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+            if self.keypoints.ndim != 3 or self.keypoints.shape[0] != len(self.boxes) or self.keypoints.shape[2] != 3:
+                raise ValueError(f"keypoints must be (P={len(self.boxes)}, K, 3), got {self.keypoints.shape}")
+            if self.layout is None:
+                raise ValueError("keypoints need the name of their layout")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def check_image(image: Any) -> np.ndarray:
+    """``image`` as a C-contiguous (H, W, 3) uint8 array, or a ValueError that says what to pass."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"a detector takes an (H, W, 3) RGB image, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        raise ValueError(f"a detector takes a uint8 image (0..255), got {array.dtype}; convert with "
+                         "(image * 255).round().clip(0, 255).astype(np.uint8) if it is in [0, 1]")
+    if array.shape[0] < 8 or array.shape[1] < 8:
+        raise ValueError(f"image {array.shape[1]}x{array.shape[0]} is too small to detect people in")
+    return np.ascontiguousarray(array)
+
+
+class DetectorSpec(RegistryEntry):
+    """A registered detector; its target is a class with ``kind``, ``detect`` (module docstring)."""
+
+    def check(self, target: Any) -> None:
+        if not isinstance(target, type) or not callable(getattr(target, "detect", None)):
+            raise TypeError(f"detector {self.name!r} (plugin {self.plugin!r}): {target!r} is not a class with detect()")
+        kind = getattr(target, "kind", None)
+        if kind not in DETECTOR_KINDS:
+            raise TypeError(f"detector {self.name!r} (plugin {self.plugin!r}): kind must be one of "
+                            f"{DETECTOR_KINDS}, got {kind!r}")
+        if kind == "keypoints" and not isinstance(getattr(target, "layout", None), str):
+            raise TypeError(f"keypoint detector {self.name!r} (plugin {self.plugin!r}) must name its "
+                            "keypoint layout in a class attribute 'layout'")
+
+    def create(self, **options: Any) -> Any:
+        """An instance of the detector (imports its module on first use)."""
+        return self.load()(**options)
+
+
+class DetectorRegistry(Registry[DetectorSpec]):
+    """The detectors plugins add through the ``meshrec_register_detectors`` hook.
+
+    >>> registry.add("hog", "meshrec_detect.hog:HOGPersonDetector", kind="person", summary="OpenCV HOG people")
+
+    ``kind`` is recorded at registration so that meshrec can pick a detector of the needed kind
+    without importing any; it is checked against the class when the detector is loaded.
+    """
+
+    kind: ClassVar[str] = "detector"
+    entry_class = DetectorSpec
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kinds: dict[str, str] = {}
+
+    def add(self, name: str, target: Any, summary: str = "", kind: str | None = None) -> DetectorSpec:  # type: ignore[override]
+        if kind is None:
+            if isinstance(target, str):
+                raise ValueError(f"detector {name!r}: pass kind='person' or kind='keypoints' with a lazy target")
+            kind = getattr(target, "kind", None)
+        if kind not in DETECTOR_KINDS:
+            raise ValueError(f"detector {name!r}: kind must be one of {DETECTOR_KINDS}, got {kind!r}")
+        entry = super().add(name, target, summary=summary)
+        self._kinds.setdefault(name, kind)
+        return entry
+
+    def kind_of(self, name: str) -> str:
+        """``"person"`` or ``"keypoints"``, as registered."""
+        return self._kinds[name]
+
+    def of_kind(self, kind: str) -> list[str]:
+        """Names of the registered detectors of ``kind``, sorted."""
+        return [name for name in self.names() if self._kinds[name] == kind]
+
+    def create(self, name: str, **options: Any) -> Any:
+        """An instance of detector ``name``; a KeyError lists the installed ones."""
+        if name not in self:
+            known = ", ".join(f"{n} ({self._kinds[n]})" for n in self.names()) or "none (pip install ./plugins/detect)"
+            raise KeyError(f"unknown detector {name!r}; installed detectors: {known}")
+        detector = self[name].create(**options)
+        if detector.kind != self._kinds[name]:
+            raise TypeError(f"detector {name!r} was registered as {self._kinds[name]!r} but its class says {detector.kind!r}")
+        return detector
