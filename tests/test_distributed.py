@@ -1,0 +1,142 @@
+"""meshrec under torch.distributed: sharding, `torchrun -m meshrec predict` with 2 CPU ranks
+(gloo) against a single-process run, resuming, and the merge of evaluators."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from meshrec import distributed
+from meshrec.cli import main
+from meshrec.testing.fixtures import body_models_dir  # noqa: F401  (fixture)
+
+OUTPUTS = [f"im{i}.{suffix}" for i in range(5) for suffix in ("npz", "ply")]
+
+
+def torchrun(*args: str, ranks: int = 2, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc-per-node RANKS -m meshrec ARGS``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+               "-m", "meshrec", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Five images of different sizes (an odd count: the two ranks get 3 and 2)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in reversed(range(5)):  # written out of order: sharding sorts
+        Image.fromarray(rng.integers(0, 255, (30 + 7 * i, 40 + 5 * i, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
+def assert_same_outputs(first: Path, second: Path, names=OUTPUTS) -> None:
+    for name in names:
+        if name.endswith(".npz"):
+            with np.load(first / name) as a, np.load(second / name) as b:
+                assert sorted(a.files) == sorted(b.files)
+                for key in a.files:
+                    np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
+        else:
+            assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_shard_is_sorted_strided_and_covers_every_item_once():
+    items = [Path(f"f{i:02d}.jpg") for i in (7, 3, 11, 0, 5, 9, 1)]
+    shares = [distributed.shard(items, rank, 3) for rank in range(3)]
+    ordered = sorted(items, key=str)
+    assert shares[0] == ordered[0::3] and shares[1] == ordered[1::3] and shares[2] == ordered[2::3]
+    assert sorted(sum(shares, []), key=str) == ordered
+    assert distributed.shard(items) == ordered  # outside torchrun: a world of one
+    assert distributed.shard_indices(7, 2, 3) == [2, 5]
+    with pytest.raises(ValueError, match="outside a world of 3"):
+        distributed.shard(items, 3, 3)
+
+
+def test_outside_torchrun_the_helpers_are_a_world_of_one(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    assert not distributed.is_torchrun()
+    current = distributed.job()
+    assert current.world_size == 1 and current.is_main and not current.distributed
+    assert distributed.gather(["a", "b"]) == ["a", "b"]
+    assert list(distributed.padded_batches([1, 2, 3], 2)) == [[1, 2], [3]]
+
+
+@pytest.mark.slow
+def test_torchrun_predict_equals_a_single_process_run(images, body_models_dir, tmp_path):
+    single = tmp_path / "single"
+    assert main(["predict", str(images), "--method", "example", "--body-models", str(body_models_dir),
+                 "--device", "cpu", "--out", str(single)]) == 0
+    sharded = tmp_path / "sharded"
+    torchrun("predict", str(images), "--method", "example", "--body-models", str(body_models_dir),
+             "--device", "cpu", "--batch-size", "2", "--out", str(sharded))
+    assert_same_outputs(single, sharded)
+    manifest = json.loads((sharded / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["world_size"] == 2
+    assert manifest["files"] == sorted(OUTPUTS)
+    assert manifest["inputs"] == [str(images / f"im{i}.png") for i in range(5)]
+    ranks = [json.loads((sharded / f"manifest.rank{r}.json").read_text()) for r in range(2)]
+    # strided shares of the sorted inputs, one job id
+    assert ranks[0]["inputs"] == [str(images / f"im{i}.png") for i in (0, 2, 4)]
+    assert ranks[1]["inputs"] == [str(images / f"im{i}.png") for i in (1, 3)]
+    assert ranks[0]["run_id"] == ranks[1]["run_id"] == manifest["run_id"]
+
+
+@pytest.mark.slow
+def test_resume_recomputes_only_what_is_missing(images, body_models_dir, tmp_path):
+    out = tmp_path / "out"
+    common = [str(images), "--method", "example", "--body-models", str(body_models_dir), "--device", "cpu",
+              "--out", str(out)]
+    torchrun("predict", *common, "--batch-size", "1")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for name in OUTPUTS:
+        (reference / name).write_bytes((out / name).read_bytes())
+    before = {name: (out / name).stat().st_mtime_ns for name in OUTPUTS}
+
+    # A run stopped midway: rank 1's manifest was last rewritten after im1 (im3 never listed),
+    # and one finished output was deleted since.
+    rank1 = out / "manifest.rank1.json"
+    manifest = json.loads(rank1.read_text())
+    manifest.update(complete=False, files=["im1.npz", "im1.ply"])
+    rank1.write_text(json.dumps(manifest))
+    (out / "manifest.json").unlink()
+    (out / "im3.npz").unlink()
+    (out / "im2.ply").unlink()
+
+    result = torchrun("predict", *common, "--resume")
+    merged = json.loads((out / "manifest.json").read_text())
+    assert merged["complete"]
+    assert merged["files"] == ["im2.npz", "im2.ply", "im3.npz", "im3.ply"], result.stderr[-2000:]
+    assert merged["resumed_inputs"] == [str(images / f"im{i}.png") for i in (0, 1, 4)]
+    assert merged["resumed_files"] == ["im0.npz", "im0.ply", "im1.npz", "im1.ply", "im4.npz", "im4.ply"]
+    for name in ("im0.npz", "im0.ply", "im1.npz", "im1.ply", "im4.npz", "im4.ply"):
+        assert (out / name).stat().st_mtime_ns == before[name], f"{name} was recomputed"
+    assert_same_outputs(reference, out)
+
+    # a single-process resume of a finished folder predicts nothing
+    assert main(["predict", *common, "--resume"]) == 0
+    final = json.loads((out / "manifest.json").read_text())
+    assert final["files"] == [] and final["complete"] and len(final["resumed_inputs"]) == 5
+
+
+def test_resume_ignores_runs_of_another_method(images, body_models_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "im0.npz").write_bytes(b"not from this method")
+    (out / "manifest.json").write_text(json.dumps({"command": "predict", "method": "hmr", "checkpoint": None,
+                                                   "files": ["im0.npz"]}))
+    assert distributed.completed_stems(out, "example") == {}
+    assert distributed.completed_stems(out, "hmr") == {"im0": ["im0.npz"]}
