@@ -276,6 +276,7 @@ def test_disable_plugins_variable(site):
     assert plugins["good_plugin"]["methods"] == [] and "skipped" not in result.stderr
 
 
+@pytest.mark.slow
 def test_example_plugin_installed_as_its_own_package(tmp_path, body_models_dir):
     """pip installs plugins/example into a fresh target folder; a new process finds it through
     the entry point, lists it, and runs its method end to end from the command line."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -14,6 +15,7 @@ from meshrec_fit import plugin
 from fit_scenarios import WALKING, camera_orientation, observe
 
 
+@pytest.mark.slow
 def test_predict_command_fits_annotated_keypoints(plugin_manager, body_models_dir, tmp_path, capsys):
     plugin_manager.register(plugin, name="fit")
     from meshrec.body import SMPL
@@ -38,6 +40,7 @@ def test_predict_command_fits_annotated_keypoints(plugin_manager, body_models_di
     assert (out / "frame.ply").is_file()
 
 
+@pytest.mark.slow
 def test_keypoints_file_and_layout_without_an_image(plugin_manager, body_models_dir, tmp_path, capsys):
     plugin_manager.register(plugin, name="fit")
     from meshrec.body import SMPL

@@ -34,6 +34,7 @@ def truth(smpl, pose, yaw, pitch, transl=(0.1, 0.3, 3.2)):
 
 @pytest.mark.parametrize("pose, yaw, pitch, bound", [(SITTING, 0.7, 0.35, 0.030), (WALKING, -0.5, 0.25, 0.040)],
                          ids=["sitting", "walking"])
+@pytest.mark.slow
 def test_recovers_the_pose_from_noisy_keypoints(fit, smpl, pose, yaw, pitch, bound):
     """1 px Gaussian noise on OpenPose-25 keypoints, 1000 px focal length, person 3.2 m away, a
     three-quarter view from slightly above; no initial body (multi-hypothesis start). Error:
@@ -73,6 +74,7 @@ class Perturbed(meshrec.Method):
                                    scores=torch.ones(1)) for _ in samples]
 
 
+@pytest.mark.slow
 def test_refines_another_methods_prediction(plugin_manager, fit, smpl):
     keypoint_model = KeypointModel(get_layout(LAYOUT))
     orient = camera_orientation(0.4, 0.3)
@@ -95,6 +97,7 @@ def test_refines_another_methods_prediction(plugin_manager, fit, smpl):
                         camera=INTRINSICS.numpy())
 
 
+@pytest.mark.slow
 def test_several_people_and_inputs_in_one_batch(plugin_manager, smpl):
     plugin_manager.register(plugin, name="fit")
     method = meshrec.load_method("fit", body_model=smpl, device="cpu", keypoint_layout=LAYOUT, schedule="fast")
@@ -110,6 +113,7 @@ def test_several_people_and_inputs_in_one_batch(plugin_manager, smpl):
     torch.testing.assert_close(predictions[1].vertices[0], predictions[0].vertices[1], atol=2e-2, rtol=0)
 
 
+@pytest.mark.slow
 def test_sequence_shares_betas_and_returns_every_frame(plugin_manager, smpl):
     plugin_manager.register(plugin, name="fit")
     method = meshrec.load_method("fit", body_model=smpl, device="cpu", keypoint_layout=LAYOUT, schedule="fast")
@@ -162,6 +166,7 @@ def test_option_errors(plugin_manager, smpl, tmp_path):
         meshrec.load_method("fit", checkpoint=weights, body_model=smpl, device="cpu")
 
 
+@pytest.mark.slow
 def test_adam_optimiser_also_fits(plugin_manager, smpl):
     """Adam converges more slowly than L-BFGS; with the fast schedule it reaches a few pixels."""
     plugin_manager.register(plugin, name="fit")
