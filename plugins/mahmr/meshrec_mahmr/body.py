@@ -28,7 +28,7 @@ KID_TEMPLATE_FILE = "smpl_kid_template.npy"
 def find_kid_template(path: str | Path | None, body_model: nn.Module | None = None) -> Path:
     """The SMIL kid template (AGORA's ``smpl_kid_template.npy``, (6890, 3)): ``path`` (a file or a
     folder), else beside the body model's file, else in ``MESHREC_BODY_MODELS`` /
-    ``~/.cache/meshrec/body_models``. Raises FileNotFoundError naming where it looked."""
+    ``~/.cache/meshrec/body_models``. Raises BodyModelNotFoundError naming where it looked."""
     if path is None and getattr(body_model, "model_file", None) is not None:
         beside = Path(body_model.model_file).parent / KID_TEMPLATE_FILE
         if beside.is_file():

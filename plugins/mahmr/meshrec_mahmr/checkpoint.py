@@ -85,7 +85,6 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], variant: str | Non
     win over what is read (e.g. the thresholds)."""
     embed = state["encoder.blocks.0.norm1.weight"].shape[0]
     hidden = state["tgt_embed.weight"].shape[1]
-    head_dim = state["decoder.decoder.layers.0.sa_qcontent_proj.weight"].shape[0]
     grid0 = state["encoder_pos_embeds"].shape[0]
     patch = state["encoder_patch_proj.0.weight"].shape[-1]
     shape_layers = _count(state, "shape_head.0.layers.")
@@ -98,7 +97,6 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], variant: str | Non
         use_fov="fov_head.layers.0.weight" in state, use_dn="dn_enc.weight" in state,
         get_map_layer=_count(state, "encoder.additional_blocks."),
     )
-    del head_dim
     # heads are not visible in shapes: ViT-B has 12 (64 channels each); MA-HMR's decoder 4
     read["num_heads"] = overrides.pop("num_heads", max(1, embed // 64))
     read["nheads"] = overrides.pop("nheads", 4)
@@ -106,8 +104,7 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], variant: str | Non
     if variant not in ("mahmr", "sathmr"):
         raise ValueError(f"variant must be 'mahmr' or 'sathmr', got {variant!r}")
     base = PRESETS["sat_644"] if variant == "sathmr" else PRESETS["mahmr_stage3"]
-    config = MAHMRConfig(**{**base.__dict__, **read, **overrides})
-    return config
+    return MAHMRConfig(**{**base.__dict__, **read, **overrides})
 
 
 def load_mahmr_network(path: str | Path | Mapping[str, torch.Tensor], variant: str | None = None,

@@ -81,7 +81,14 @@ class MAHMR(meshrec.Method):
         network = network.to(device).eval()
         wanted = network.config.dim_shape
         if body_model.num_betas == wanted - 1:
-            template = find_kid_template(kid_template, body_model)
+            try:
+                template = find_kid_template(kid_template, body_model)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(
+                    f"this checkpoint predicts {wanted} shape coefficients; the last one blends towards the SMIL kid "
+                    "template smpl_kid_template.npy (AGORA, https://agora.is.tue.mpg.de; also shipped with "
+                    "MA-HMR's SMPL data), which was not found. Put it beside the SMPL files or pass "
+                    f"kid_template=PATH.\n{error}") from None
             body_model = KidBlendSMPL(body_model, np.load(template, allow_pickle=False)).to(device)
         elif body_model.num_betas < wanted:
             raise ValueError(f"the checkpoint predicts {wanted} shape coefficients but the body model takes "

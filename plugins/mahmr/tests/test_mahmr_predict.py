@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -173,3 +172,14 @@ def test_relative_human_evaluation_end_to_end(mahmr, tmp_path, body_models_dir):
     assert metrics["true_positives"] + metrics["misses"] == 4
     for key in ("precision", "recall", "f1", "mPCKh", "PCRD_0.2"):
         assert 0.0 <= metrics[key] <= 1.0
+
+
+def test_missing_kid_template_says_what_to_do(plugin_manager, checkpoint, body_models_dir, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("SMPL_NEUTRAL.pkl",):
+        (folder / name).write_bytes((body_models_dir / name).read_bytes())
+    plugin_manager.register(plugin, name="mahmr")
+    with pytest.raises(FileNotFoundError, match="smpl_kid_template.npy.*kid_template=PATH"):
+        meshrec.load_method("mahmr", checkpoint=checkpoint, body_model=folder, device="cpu",
+                            kid_template=str(tmp_path / "nowhere" / "smpl_kid_template.npy"))
