@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,3 +148,31 @@ def test_dry_run_plans_the_tests_and_runs_the_benchmarks_on_the_cpu(tmp_path):
     groups = {row["group"].split(" (")[0].split(",")[0] for row in bench["rows"]}
     assert {"SMPL forward", "sparse conv 3x3x3", "PA-MPJPE", "inside-mesh", "nearest scene point"} <= groups
     assert all(row["check"] == "ok" for row in bench["rows"]), bench["rows"]
+
+
+@needs_bash
+@pytest.mark.slow
+@pytest.mark.skipif(has_gpu(), reason="a GPU is visible here")
+def test_gpu_mode_reports_each_test_and_fails_what_needs_the_device(tmp_path):
+    # A stand-in nvidia-smi takes the script down its GPU path on this machine: the per-test
+    # report is written, and the steps that need the device fail instead of passing vacuously.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text('#!/bin/sh\n'
+                                     'case "$*" in *query-gpu*) echo "Fake GPU, 1.0, 9.0";; *) echo "GPU 0: Fake GPU";; esac\n')
+    (fake / "nvidia-smi").chmod(0o755)
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(["bash", str(SCRIPT), "--skip-build", "--python", sys.executable, "--out", str(out),
+                             "--workdir", str(work), "--deadline", "1500"],
+                            capture_output=True, text=True, timeout=1600, cwd=REPOSITORY, env=env)
+    report = (out / "gpu_check_report.md").read_text()
+    assert result.returncode == 1, report
+    assert "- device: Fake GPU (driver 1.0, compute capability 9.0)" in report
+    assert "TORCH_CUDA_ARCH_LIST=9.0" in report
+    assert "| ctest (tests/cpp, CUDA kernels) | FAIL | 0 | no CMake build |" in report
+    assert "| pytest -k cuda | PASS |" in report  # every device case skipped, none failed
+    table = report.split("## CUDA tests (pytest -k cuda)", 1)[1]
+    assert "| test | result | seconds |" in table
+    assert re.search(r"\[[^]|]*cuda[^]|]*\] \| skipped \|", table), table[:2000]
+    assert "| benchmarks (GPU) | FAIL |" in report  # no device for gpu_bench.py --device cuda

@@ -217,13 +217,14 @@ export TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="$JOBS"
 CMAKE_BUILD="$WORK/build/cmake-gpu"
 cmake_tests() {
   # Torch is left out of this build: its CUDA config wants every CUDA math library, and the
-  # kernel tests need none (the ops library is built by setup.py).
-  cmake -S "$WORK" -B "$CMAKE_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
-        ${NVCC:+-DCMAKE_CUDA_COMPILER="$NVCC"} &&
-  cmake --build "$CMAKE_BUILD" -j "$JOBS"
+  # kernel tests need none (the ops library is built by setup.py). Its own log, appended to the
+  # main one afterwards, so that the two parallel builds' output does not interleave.
+  { cmake -S "$WORK" -B "$CMAKE_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON \
+          ${NVCC:+-DCMAKE_CUDA_COMPILER="$NVCC"} &&
+    cmake --build "$CMAKE_BUILD" -j "$JOBS"; } >"$SECTIONS/cmake.log" 2>&1
 }
 extension_build() { (cd "$WORK" && FORCE_CUDA=1 "$PY" setup.py build_ext --inplace); }
-export WORK PY NVCC JOBS CMAKE_BUILD
+export WORK PY NVCC JOBS CMAKE_BUILD SECTIONS
 export -f cmake_tests extension_build
 if [ $SKIP_BUILD = 1 ]; then
   record "build" SKIP 0 "--skip-build"
@@ -237,6 +238,7 @@ else
   cmake_pid=$!
   run_step "build meshrec._C (CUDA ${ARCH})" 420 extension_build
   wait $cmake_pid
+  { echo "===== CMake kernel tests build output"; cat "$SECTIONS/cmake.log"; } >>"$LOG"
   # the background step recorded into its own subshell: read its result back from the log
   line="$(grep -a "CMake kernel tests build: " "$LOG" | tail -1)"
   case "$line" in
