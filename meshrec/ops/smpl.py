@@ -62,7 +62,7 @@ class SparseRegressor(NamedTuple):
     """A sparse (R, V) joint regressor: joint r = sum over its entries of weight * vertex.
 
     Entries are sorted by vertex (then row); build with :meth:`from_dense` or :meth:`from_vertex_ids`,
-    which validate them (the kernels trust the indices).
+    which validate them (the ops check them again on every call: an index out of range raises IndexError).
     """
 
     vertex_ids: torch.Tensor  #: (nnz,) int32 vertex of each entry, ascending
