@@ -94,3 +94,16 @@ def test_decompression_bombs_are_one_clean_error(tmp_path, monkeypatch):
     for read in (check_image_file, read_image):
         with pytest.raises(meshrec.ImageReadError, match="too large to decode safely"):
             read(tmp_path / "big.png")
+
+
+def test_16_bit_png_keeps_its_contrast(tmp_path):
+    from PIL import Image
+
+    from meshrec.io.images import read_image
+
+    ramp = (np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 32)  # 0 .. 65504
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    image = read_image(tmp_path / "deep.png")
+    assert image.shape == (32, 64, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[..., 0], np.round(ramp / 65535 * 255).astype(np.uint8))

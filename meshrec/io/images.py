@@ -68,6 +68,13 @@ def read_image(source: Any, name: str | None = None) -> np.ndarray:
         check_image_file(path, name)
         try:
             with Image.open(path) as image:
+                if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+                    # 16-bit (or 32-bit integer) grey: Pillow's convert("RGB") clips to white; scale
+                    # the full range to 8 bits instead.
+                    deep = np.asarray(image, dtype=np.float64)
+                    top = 65535.0 if image.mode.startswith("I;16") else max(float(deep.max()), 1.0)
+                    grey = np.clip(np.round(deep / top * 255.0), 0, 255).astype(np.uint8)
+                    return np.repeat(grey[:, :, None], 3, axis=2)
                 return np.array(image.convert("RGB"))  # writable: torch.from_numpy needs that
         except Image.DecompressionBombError as error:
             raise ImageReadError(f"image {name} is too large to decode safely ({error}); downscale it first") from None
