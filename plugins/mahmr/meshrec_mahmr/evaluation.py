@@ -11,7 +11,7 @@ each ``{"bbox", "kp2d" (19 x 3, 14 x 3 or None), "depth_id", "age"}``; images in
   set to -2 (and still enter the keypoint box, as upstream);
 * predictions: 14 CrowdPose joints (SMPL shoulders..ankles, plus head top and neck from SPIN's
   ``J_regressor_extra``), projected, in original pixels; depth = translation z;
-* greedy matching (:func:`meshrec_mahmr.matching.greedy_match_2d`, IoU >= 0.05, error over the
+* greedy matching (:func:`meshrec.metrics.matching.greedy_match_2d`, IoU >= 0.05, error over the
   valid joints); P / R / F1 from the counts;
 * mPCKh: matched joints whose error is under 0.143 x the diagonal of the visible GT keypoints;
 * PCRD_0.2 over all matched pairs of an image, denominator + 0.3 per missed person; per age,
@@ -29,8 +29,7 @@ import torch
 
 import meshrec
 from meshrec.io.safe_pickle import load_npz
-from meshrec.metrics.matching import detection_scores
-from meshrec_mahmr.matching import greedy_match_2d
+from meshrec.metrics.matching import detection_scores, greedy_match_2d
 
 __all__ = ["AGES", "RHAccumulator", "RHImage", "crowdpose14_joints", "evaluate_rh", "matched_errors",
            "pck3d_bone_rescaled", "read_relative_human"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from meshrec_mahmr.evaluation import (RHAccumulator, matched_errors, pck3d_bone_rescaled, read_relative_human)
-from meshrec_mahmr.matching import greedy_match_2d, keypoint_box_iou
+from meshrec.metrics.matching import greedy_match_2d, keypoint_box_iou
 
 
 def person(x, y, size=100.0, joints=24):
