@@ -442,6 +442,20 @@ def evaluate(
         raise FileNotFoundError(f"data root {root} does not exist")
     if isinstance(method, Method) and method_options:
         raise TypeError("method_options are for a method given by name; this one is already loaded")
+    from meshrec import distributed
+
+    shard: dict[str, Any] = {}
+    if distributed.is_torchrun():  # each rank evaluates its share; the evaluation merges (meshrec/distributed.py)
+        job = distributed.init(device)
+        if job.distributed:
+            import inspect
+
+            if "shard" not in inspect.signature(evaluation).parameters:
+                from meshrec.errors import MeshrecError
+
+                raise MeshrecError(f"the evaluation of dataset {dataset!r} cannot be split among torchrun "
+                                   "ranks (it takes no shard= argument); run it without torchrun")
+            shard, device = {"shard": (job.rank, job.world_size)}, job.device
     loaded = method if isinstance(method, Method) else load_method(
         method, checkpoint=checkpoint, body_model=body_model, device=device, **(method_options or {}))
     started = time.perf_counter()
@@ -451,6 +465,7 @@ def evaluate(
         body_model=Path(body_model).expanduser() if isinstance(body_model, (str, Path)) else None,
         batch_size=batch_size or loaded.batch_size,
         progress=progress if progress is not None else sys.stderr.isatty(),
+        **shard,
         **options,
     )
     result = {
@@ -462,6 +477,8 @@ def evaluate(
         "device": str(loaded.device),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    if output is not None:
+    if shard:
+        result["world_size"] = shard["shard"][1]
+    if output is not None and distributed.job().is_main:
         Path(output).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -260,6 +260,10 @@ def _command_eval(args: argparse.Namespace) -> int:
         device=args.device, batch_size=args.batch_size, progress=args.progress, output=args.out,
         method_options=_method_options(args), **_parse_options(args.dataset_option or []),
     )
+    from meshrec import distributed
+
+    if not distributed.job().is_main:  # under torchrun every rank has the merged result; rank 0 reports it
+        return 0
     print(json.dumps(result, indent=2))
     if args.out:
         print(f"results written to {args.out}", file=sys.stderr)

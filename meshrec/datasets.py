@@ -25,6 +25,14 @@ class DatasetEvaluation(Protocol):
         batch_size: items per batch.
         progress: whether to show a progress bar.
         **options: protocol options passed through from the caller.
+        shard: only in a torchrun job of several ranks, and only to a function that declares
+            it: ``(rank, world_size)``. The function evaluates its share of the samples (sample
+            i belongs to rank ``i % world_size``: :func:`meshrec.distributed.shard_indices`),
+            runs the same number of collective steps on every rank
+            (:func:`meshrec.distributed.padded_batches`) and merges the ranks' accumulators
+            before computing (:func:`meshrec.distributed.merge_evaluator`), so that every rank
+            returns the single-process metrics. :func:`meshrec.evaluate` refuses a torchrun job
+            for a function without ``shard``.
 
     Returns:
         A JSON-serialisable dict: metric name -> value (millimetres for distances), plus any

@@ -50,7 +50,8 @@ def meshrec_register_datasets(registry: "DatasetRegistry") -> None:
     Called once when meshrec first needs the list of datasets (``meshrec eval``). Call
     ``registry.add(name, "package.module:evaluate", summary=...)``, where ``evaluate`` follows
     :class:`meshrec.datasets.DatasetEvaluation`: it takes a loaded method, the dataset folder and
-    the body-model folder, runs the method over the data and returns a dict of metrics.
+    the body-model folder, runs the method over the data and returns a dict of metrics. To run
+    under ``torchrun``, it also declares ``shard=None`` (see ``DatasetEvaluation``).
 
     Example::
 

@@ -140,3 +140,73 @@ def test_resume_ignores_runs_of_another_method(images, body_models_dir, tmp_path
                                                    "files": ["im0.npz"]}))
     assert distributed.completed_stems(out, "example") == {}
     assert distributed.completed_stems(out, "hmr") == {"im0": ["im0.npz"]}
+
+
+MERGE_SCRIPT = '''
+import json, sys
+import torch
+from meshrec import distributed
+from meshrec.metrics.evaluators import JointMeshEvaluator
+
+job = distributed.init("cpu")
+count = int(sys.argv[2])
+values = torch.arange(count * 3, dtype=torch.float64).reshape(count, 3) ** 1.5 / 7
+evaluator = JointMeshEvaluator("3dpw-mmhuman3d")
+indices = distributed.shard_indices(count)
+for batch in distributed.padded_batches(indices, 2):  # batches of the rank's share
+    if batch:
+        evaluator._add("mpjpe", values[batch])
+        evaluator._add("mask", torch.ones(len(batch), 1, dtype=torch.float64))
+        evaluator._num_samples += len(batch)
+merged = distributed.merge_evaluator(evaluator, indices)
+gathered = distributed.gather([f"item{i}" for i in indices], total=count)
+if job.is_main:
+    json.dump({"mpjpe": torch.cat(merged._values["mpjpe"]).tolist(), "count": len(merged),
+               "gathered": gathered, "world_size": job.world_size}, open(sys.argv[1], "w"))
+'''
+
+
+@pytest.mark.slow
+def test_merged_evaluator_holds_every_sample_in_global_order(tmp_path):
+    script = tmp_path / "merge.py"
+    script.write_text(MERGE_SCRIPT)
+    out = tmp_path / "merged.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             str(script), str(out), "7"], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = json.loads(out.read_text())
+    expected = torch.arange(21, dtype=torch.float64).reshape(7, 3) ** 1.5 / 7
+    assert merged["world_size"] == 2 and merged["count"] == 7
+    assert torch.equal(torch.tensor(merged["mpjpe"], dtype=torch.float64), expected)
+    assert merged["gathered"] == [f"item{i}" for i in range(7)]
+
+
+@pytest.mark.slow
+def test_torchrun_eval_equals_a_single_process_run(body_models_dir, tmp_path):
+    pytest.importorskip("meshrec_hmr")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "plugins" / "hmr" / "tests"))
+    try:
+        from hmr_checkpoints import mmhuman3d_hmr_state_dict, mmhuman3d_meta
+        from pw3d_synthetic import write_synthetic_pw3d
+    finally:
+        sys.path.pop(0)
+    pw3d = write_synthetic_pw3d(tmp_path / "pw3d", frames=5)
+    checkpoint = tmp_path / "hmr-synthetic.pth"
+    torch.save({"meta": mmhuman3d_meta(), "state_dict": mmhuman3d_hmr_state_dict()}, checkpoint)
+    # Batch size 1 and one thread per process (as torchrun runs): each frame goes through the
+    # float32 network alone in both runs, so the per-frame predictions are the same bits and
+    # the pooled metrics must agree to float64 rounding.
+    command = ["eval", "--method", "hmr", "--dataset", "pw3d", "--data-root", str(pw3d), "--checkpoint",
+               str(checkpoint), "--body-models", str(body_models_dir), "--device", "cpu", "--batch-size", "1"]
+    torchrun(*command, "--out", str(tmp_path / "single.json"), ranks=1)
+    single = json.loads((tmp_path / "single.json").read_text())["metrics"]
+    out = tmp_path / "results.json"
+    result = torchrun(*command, "--out", str(out))
+    sharded = json.loads(out.read_text())
+    assert sharded["world_size"] == 2
+    assert result.stdout.count('"metrics"') == 1  # rank 0 reports, once
+    metrics = sharded["metrics"]
+    assert metrics["num_samples"] == single["num_samples"] == 5
+    for key in ("MPJPE", "PA-MPJPE", "PVE"):
+        assert metrics[key] == pytest.approx(single[key], rel=1e-12, abs=0), key

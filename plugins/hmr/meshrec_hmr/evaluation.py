@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import meshrec
+from meshrec import distributed
 from meshrec.metrics import evaluator as make_evaluator
 from meshrec_hmr.pw3d import find_pw3d_annotations, read_pw3d_humandata
 
@@ -31,12 +31,12 @@ __all__ = ["evaluate_pw3d"]
 PROTOCOL = "3dpw-mmhuman3d"
 
 
-def _samples(annotations, data_root: Path, start: int, stop: int) -> list[meshrec.Sample]:
+def _samples(annotations, data_root: Path, indices: list[int]) -> list[meshrec.Sample]:
     samples = []
-    for index in range(start, stop):
+    for position, index in enumerate(indices):
         x, y, w, h = annotations.boxes_xywh[index]
         path = annotations.image_paths[index]
-        samples.append(meshrec.Sample(index=index - start, source=path, image_source=data_root / path,
+        samples.append(meshrec.Sample(index=position, source=path, image_source=data_root / path,
                                       bbox=np.array([[x, y, x + w, y + h]])))
     return samples
 
@@ -57,7 +57,8 @@ def _predicted_parameters(method: meshrec.Method, samples: list[meshrec.Sample])
 
 
 def evaluate_pw3d(method: meshrec.Method, data_root: Path, body_model: Path | None, batch_size: int, progress: bool,
-                  annotations: str | Path | None = None, limit: int | None = None, **options: Any) -> dict[str, Any]:
+                  annotations: str | Path | None = None, limit: int | None = None,
+                  shard: tuple[int, int] | None = None, **options: Any) -> dict[str, Any]:
     """Runs ``method`` on the 3DPW test set and returns MPJPE, PA-MPJPE and PVE in mm.
 
     Args:
@@ -68,6 +69,10 @@ def evaluate_pw3d(method: meshrec.Method, data_root: Path, body_model: Path | No
         progress: show a progress bar.
         annotations: the HumanData file, if not in the usual places (see ``find_pw3d_annotations``).
         limit: evaluate only the first ``limit`` frames (a quick check; not the protocol).
+        shard: ``(rank, world_size)`` in a torchrun job (given by :func:`meshrec.evaluate`):
+            this rank runs frames rank, rank + W, ...; the ranks' per-frame errors are merged
+            in frame order (:func:`meshrec.distributed.merge_evaluator`), so every rank returns
+            the single-process numbers.
     """
     if options:
         raise TypeError(f"the pw3d evaluation takes annotations and limit, got {sorted(options)}")
@@ -75,20 +80,25 @@ def evaluate_pw3d(method: meshrec.Method, data_root: Path, body_model: Path | No
     data = read_pw3d_humandata(path)
     count = len(data) if limit is None else min(int(limit), len(data))
     evaluator = make_evaluator(PROTOCOL, body_model=body_model)
-    with tqdm(total=count, disable=not progress, unit="frame", desc="3DPW") as bar:
-        for start in range(0, count, batch_size):
-            stop = min(start + batch_size, count)
-            samples = _samples(data, Path(data_root), start, stop)
-            with torch.inference_mode():
-                predicted = _predicted_parameters(method, samples)
-            target = {"global_orient": torch.as_tensor(data.global_orient[start:stop]),
-                      "body_pose": torch.as_tensor(data.body_pose[start:stop].reshape(-1, 69)),
-                      "betas": torch.as_tensor(data.betas[start:stop])}
-            evaluator.update_smpl(pred={k: v.detach().cpu() for k, v in predicted.items()}, target=target,
-                                  gender=list(data.genders[start:stop]))
-            for sample in samples:
-                sample.release()
-            bar.update(stop - start)
+    rank, world_size = shard if shard is not None else (0, 1)
+    indices = distributed.shard_indices(count, rank, world_size)
+    # padded_batches / GlobalProgress: every rank runs as many batches (a collective per batch)
+    with distributed.GlobalProgress(count, enabled=progress, unit="frame", desc="3DPW") as bar:
+        for batch in distributed.padded_batches(indices, batch_size):
+            if batch:
+                samples = _samples(data, Path(data_root), batch)
+                with torch.inference_mode():
+                    predicted = _predicted_parameters(method, samples)
+                target = {"global_orient": torch.as_tensor(data.global_orient[batch]),
+                          "body_pose": torch.as_tensor(data.body_pose[batch].reshape(-1, 69)),
+                          "betas": torch.as_tensor(data.betas[batch])}
+                evaluator.update_smpl(pred={k: v.detach().cpu() for k, v in predicted.items()}, target=target,
+                                      gender=[data.genders[i] for i in batch])
+                for sample in samples:
+                    sample.release()
+            bar.update(len(batch))
+    if shard is not None:
+        evaluator = distributed.merge_evaluator(evaluator, indices)
     metrics = evaluator.compute()
     return {**metrics, "num_samples": count, "protocol": PROTOCOL, "annotations": str(path),
             "complete": count == len(data)}
