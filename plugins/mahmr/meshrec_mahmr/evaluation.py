@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import meshrec
+from meshrec.body import JointRegressor
 from meshrec.io.safe_pickle import load_npz
 from meshrec.metrics.matching import detection_scores, greedy_match_2d
 
@@ -183,10 +184,10 @@ class RHAccumulator:
         return result
 
 
-def crowdpose14_joints(prediction: meshrec.Prediction, extra_regressor: torch.Tensor) -> torch.Tensor:
+def crowdpose14_joints(prediction: meshrec.Prediction, extra_regressor: JointRegressor) -> torch.Tensor:
     """(P, 14, 3) CrowdPose-14 joints in the camera frame: SMPL's joints plus SPIN's extra
-    joints (``J_regressor_extra``, (9, 6890)) regressed from the vertices."""
-    extra = torch.einsum("jv,pvc->pjc", extra_regressor.to(prediction.vertices), prediction.vertices)
+    joints (``J_regressor_extra``, 9 joints) regressed from the vertices."""
+    extra = extra_regressor.to(prediction.vertices.device, prediction.vertices.dtype)(prediction.vertices)
     return torch.cat([prediction.joints[:, :24], extra], dim=1)[:, list(SMPL_TO_CROWDPOSE14)]
 
 
@@ -195,13 +196,11 @@ def evaluate_rh(method: meshrec.Method, data_root: Path, body_model: Path | None
     """Runs ``method`` (mahmr / sathmr) on Relative Human and returns P / R / F1, mPCKh and PCRD."""
     from tqdm import tqdm
 
-    from meshrec.body.files import find_body_model_file
-
     if options:
         raise TypeError(f"the rh evaluation takes split and limit, got {sorted(options)}")
     images = read_relative_human(data_root, split)
     images = images[:limit] if limit is not None else images
-    regressor = torch.as_tensor(np.load(find_body_model_file(["J_regressor_extra.npy"], body_model)))
+    regressor = JointRegressor.from_file("J_regressor_extra.npy", body_model)
     accumulator = RHAccumulator()
     with tqdm(total=len(images), disable=not progress, unit="image", desc="Relative Human") as bar:
         for start in range(0, len(images), batch_size):
