@@ -141,3 +141,9 @@ def test_missing_support_file_says_where_to_get_it(plugin_manager, sahmr_files, 
     with pytest.raises(SupportFileError, match="mesh_downsampling.npz.*support_dir"):
         meshrec.load_method("sahmr", checkpoint=lonely, body_model=body_models_dir, device="cpu",
                             support_dir=str(tmp_path / "nowhere"))
+
+
+def test_plugin_registers_the_method_and_datasets(plugin_manager):
+    plugin_manager.register(plugin, name="sahmr")
+    assert "sahmr" in meshrec.list_methods()
+    assert {"rich-sahmr", "prox-sahmr"} <= set(meshrec.list_datasets())
