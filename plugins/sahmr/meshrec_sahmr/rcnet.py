@@ -239,6 +239,10 @@ class RCNet(nn.Module):
         B, _, _, S = image.shape
         if len(points) != B:
             raise ValueError(f"points must hold one (n, 3) tensor per image: {B}, got {len(points)}")
+        for b, cloud in enumerate(points):
+            if cloud.dim() != 2 or cloud.shape[1] != 3 or cloud.shape[0] == 0:
+                raise ValueError(f"points[{b}] must be a non-empty (n, 3) cloud (the scene inside the box frustum), "
+                                 f"got shape {tuple(cloud.shape)}")
         out = self.image_branch(image) if root_net_out is None else root_net_out
         uv, z, pelvis = parse_pelvis(out[:, :1], out[:, 1:2], bbx_lurb, K, S)
         fmap = out[:, 2:34]
