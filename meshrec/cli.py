@@ -235,6 +235,7 @@ def _command_predict(args: argparse.Namespace) -> int:
         None if keypoint_only else names, method=args.method, checkpoint=args.checkpoint,
         body_model=args.body_models, device=args.device, batch_size=args.batch_size, progress=args.progress,
         bbox_format=args.bbox_format, refine=args.refine, **extras, **_method_options(args),
+        **({"detector": None if args.detector == "none" else args.detector} if args.detector else {}),
     )
     if keypoint_only:
         predictions = [predictions]
@@ -243,6 +244,8 @@ def _command_predict(args: argparse.Namespace) -> int:
         stems = [path.stem for path in readable]
     for name, stem, prediction in zip(names, stems, predictions):
         written = out.write_prediction(prediction, stem)
+        if args.render and not keypoint_only:
+            written += _render_overlay(prediction, name, out.path / stem, extras.get("camera"))
         print(f"{name}: {_people(prediction.num_people)} -> {', '.join(str(w) for w in written)}")
     out.finish(failed=failed)
     if failed:
@@ -250,6 +253,20 @@ def _command_predict(args: argparse.Namespace) -> int:
               f"(listed in {out.manifest_path}): " + ", ".join(name for name, _ in failed), file=sys.stderr)
         return 1
     return 0
+
+
+def _render_overlay(prediction: Any, image_file: str, stem: Path, camera: Any) -> list[Path]:
+    """Writes <stem>_overlay.png (meshes over the photo) and <stem>_side.png (a side view)."""
+    from PIL import Image
+
+    from meshrec.io.images import read_image
+    from meshrec.io.overlay import render_overlay, render_side_view
+
+    image = read_image(image_file, name=image_file)
+    files = [stem.with_name(stem.name + "_overlay.png"), stem.with_name(stem.name + "_side.png")]
+    Image.fromarray(render_overlay(prediction, image, camera)).save(files[0])
+    Image.fromarray(render_side_view(prediction, (image.shape[1], image.shape[0]), camera)).save(files[1])
+    return files
 
 
 def _command_eval(args: argparse.Namespace) -> int:
@@ -330,6 +347,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--scene", metavar="FILE", help="(N, 3) scene points in the camera frame, metres "
                          "(.npy, .npz, .json, .ply)")
     predict.add_argument("--refine", metavar="METHOD", help="refine the predictions with this method (e.g. fit)")
+    predict.add_argument("--detector", metavar="NAME",
+                         help="detector for images without boxes/keypoints (`meshrec plugins` lists them; "
+                              "default: auto, the first installed that loads; 'none': off)")
+    predict.add_argument("--render", action="store_true",
+                         help="also write <name>_overlay.png (the meshes over the photo) and <name>_side.png")
     predict.add_argument("--resume", action="store_true",
                          help="skip inputs whose outputs an earlier run with the same method and checkpoint "
                               "finished (listed in a manifest of --out and still there); writes per batch")

@@ -136,3 +136,100 @@ class DetectorRegistry(Registry[DetectorSpec]):
         if detector.kind != self._kinds[name]:
             raise TypeError(f"detector {name!r} was registered as {self._kinds[name]!r} but its class says {detector.kind!r}")
         return detector
+
+
+# ---------------------------------------------------------------------------------------------
+# used by meshrec.predict: boxes / keypoints for images that come without them
+
+_instances: dict[tuple, Any] = {}
+_instances_lock = __import__("threading").Lock()
+AUTO = "auto"
+
+
+def _instance(registry: DetectorRegistry, name: str, **options: Any) -> Any:
+    key = (name, tuple(sorted(options.items())))
+    with _instances_lock:
+        if key not in _instances:
+            _instances[key] = registry.create(name, **options)
+        return _instances[key]
+
+
+def _candidates(registry: DetectorRegistry, need_keypoints: bool) -> list[str]:
+    # Keypoint detectors first even for boxes: their boxes come from the body's landmarks, which
+    # beats a sliding-window person detector (HOG) wherever both are installed.
+    names = registry.of_kind("keypoints")
+    return names if need_keypoints else names + registry.of_kind("person")
+
+
+def detect_missing_inputs(accepted: Any, samples: list[Any], detector: str | None = AUTO,
+                          keypoint_layout: str | None = None, registry: DetectorRegistry | None = None) -> str | None:
+    """Fills ``bbox`` / ``keypoints`` of ``samples`` (meshrec.Sample) that have an image but lack
+    them, when the method accepts them, with an installed detector.
+
+    Args:
+        accepted: the meshrec.Input kinds the method(s) that will run accept.
+        samples: the inputs; changed in place.
+        detector: a registered detector name, "auto" (a keypoint detector when keypoints are
+            needed, else a keypoint or person detector, whichever loads first) or None (off).
+        keypoint_layout: the layout the method reads keypoints in (e.g. the fitter's
+            ``keypoint_layout`` option); default "coco17".
+        registry: the detector registry (default: the installed plugins').
+
+    Returns:
+        The name of the detector used, or None when none ran.
+    """
+    if detector is None:
+        return None
+    from meshrec.methods import Input
+
+    want_boxes = [s for s in samples if Input.BBOX in accepted and s.has(Input.IMAGE) and s.bbox is None]
+    want_points = [s for s in samples if Input.KEYPOINTS in accepted and s.has(Input.IMAGE) and s.keypoints is None
+                   and s.keypoint_sequence is None]
+    if not want_boxes and not want_points:
+        return None
+    if registry is None:
+        from meshrec.plugins import get_plugin_manager
+
+        registry = get_plugin_manager().detectors()
+    layout = keypoint_layout or "coco17"
+    if detector == AUTO:
+        names = _candidates(registry, need_keypoints=bool(want_points))
+    else:
+        if detector not in registry:
+            known = ", ".join(f"{n} ({registry.kind_of(n)})" for n in registry.names()) or "none"
+            raise KeyError(f"unknown detector {detector!r}; installed detectors: {known} "
+                           "(pip install ./plugins/detect; detector=None turns detection off)")
+        names = [detector]
+    chosen = None
+    for name in names:
+        options = {"layout": layout} if registry.kind_of(name) == "keypoints" else {}
+        try:
+            chosen = _instance(registry, name, **options)
+            break
+        except ImportError as error:
+            if detector != AUTO:
+                raise
+            import warnings
+
+            warnings.warn(f"meshrec: detector {name!r} is installed but cannot run: {error}", stacklevel=3)
+    if chosen is None:
+        return None
+    gives_points = chosen.kind == "keypoints"
+    for sample in samples:
+        fill_boxes = sample in want_boxes
+        fill_points = gives_points and sample in want_points
+        if not (fill_boxes or fill_points):
+            continue
+        found = chosen.detect(sample.image())
+        if not len(found):
+            import warnings
+
+            warnings.warn(f"meshrec: detector {chosen.name!r} found no person in {sample.source}", stacklevel=3)
+            continue
+        if fill_boxes:
+            sample.bbox = found.boxes.astype(np.float32)
+        if fill_points:
+            if found.layout != layout:
+                raise ValueError(f"detector {chosen.name!r} returns {found.layout} keypoints, the method reads {layout}")
+            sample.keypoints = found.keypoints.astype(np.float32)
+    return getattr(chosen, "name", None)
