@@ -320,8 +320,8 @@ def predict(
     progress: bool | None = None,
     bbox_format: str = "xywh",
     refine: str | Method | None = None,
-    **per_input: Any,
     detector: str | None = "auto",
+    **per_input: Any,
 ) -> Prediction | list[Prediction]:
     """Recovers human meshes from images (and whatever else the method needs).
 
@@ -337,11 +337,11 @@ def predict(
         refine: a method (name or loaded) that refines the predictions, e.g. ``"fit"`` to tighten
             a network's bodies against ``keypoints=`` (and the scene); it is loaded with the same
             body model and device.
-        **per_input: extras per input item, by keyword: ``bbox=`` (4,) or (P, 4) pixels,
         detector: for images given without ``bbox=`` / ``keypoints=`` that the method (or the
             refiner) accepts, an installed detector finds them (``meshrec plugins`` lists
             detectors; ``pip install ./plugins/detect``): a name, "auto" (a keypoint detector
             when keypoints are accepted, else the first that loads) or None (off).
+        **per_input: extras per input item, by keyword: ``bbox=`` (4,) or (P, 4) pixels,
             ``camera=`` (3, 3) intrinsics, ``scene=`` (N, 3) points in metres, ``keypoints=``
             (P, K, 3) pixels and confidence, ``keypoint_sequence=`` (T, P, K, 3). With several
             inputs, a list gives one value per input and an array is shared by all. Keywords
@@ -370,12 +370,12 @@ def predict(
     if unused:
         raise ValueError(f"method {method_class.name!r} does not use {unused}; it accepts "
                          f"{sorted(item.value for item in accepted)}")
-    # Every check that needs no network runs before the (slow) model load.
     if detector is not None:
         from meshrec.detectors import detect_missing_inputs
 
         layout = per_input.get("keypoint_layout") or (method.options.get("keypoint_layout") if isinstance(method, Method) else None)
         detect_missing_inputs(accepted, samples, detector, keypoint_layout=layout)
+    # Every check that needs no network runs before the (slow) model load.
     _check_required_inputs(method_class, samples)
     if refiner_class is not None:
         _check_required_inputs(refiner_class, samples)
