@@ -133,3 +133,22 @@ def test_loading_is_weights_only(tmp_path):
     torch.save(checkpoint, tmp_path / "payload.pth")
     with pytest.raises(CheckpointError, match="weights_only"):
         load_sahmr_network(tmp_path / "payload.pth")
+
+
+def test_metro_3dpw_state_dict_initialises_module_2(tmp_path):
+    from meshrec_sahmr.checkpoint import load_metro_pretrained
+
+    source = tiny_network(seed=4).metro_enhanced
+    metro = {k: v for k, v in source.state_dict().items() if "linear_cp" not in k and "loftr_layer" not in k}
+    metro["cam_param_fc.weight"] = torch.zeros(1, 3)  # METRO's camera head: not part of SA-HMR
+    torch.save(metro, tmp_path / "metro_3dpw_state_dict.bin")
+    target = tiny_network(seed=5).metro_enhanced
+    left = load_metro_pretrained(target, tmp_path / "metro_3dpw_state_dict.bin")
+    assert left and all("linear_cp" in k or "loftr_layer" in k for k in left)
+    for key, value in metro.items():
+        if key in target.state_dict():
+            assert torch.equal(target.state_dict()[key], value), key
+    del metro["upsampling.weight"]
+    torch.save(metro, tmp_path / "broken.bin")
+    with pytest.raises(CheckpointError, match="upsampling.weight"):
+        load_metro_pretrained(target, tmp_path / "broken.bin")
