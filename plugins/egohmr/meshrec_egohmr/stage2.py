@@ -74,8 +74,9 @@ class ModulatedGraphConv(nn.Module):
     """Zou & Tang's modulated graph convolution (upstream ``ModulatedGraphConv``).
 
     out = diag(A) (M * X W0) + offdiag(A) (M * X W1) + bias, with A = sym(A0 + adj2) where A0 is
-    the fixed adjacency (a non-persistent buffer here, a plain attribute upstream) and adj2 the
-    learnt offset; sym(B) = (B + B^T) / 2.
+    the fixed adjacency and adj2 the learnt offset; sym(B) = (B + B^T) / 2. A0 is kept in float64
+    outside the state dict (a plain attribute upstream too) and cast to the input's dtype and
+    device on use, so ``.float()`` / ``.double()`` never round it (float32 gives upstream's values).
     """
 
     def __init__(self, in_features: int, out_features: int, adjacency: torch.Tensor):
@@ -85,14 +86,18 @@ class ModulatedGraphConv(nn.Module):
         nn.init.xavier_uniform_(self.W.data, gain=1.414)
         self.M = nn.Parameter(torch.zeros(adjacency.shape[0], out_features))
         nn.init.xavier_uniform_(self.M.data, gain=1.414)
-        self.register_buffer("adj", adjacency.clone(), persistent=False)
-        self.adj2 = nn.Parameter(torch.full_like(adjacency, 1e-6))
+        self.adj = adjacency.detach().to("cpu", torch.float64).clone()
+        self._adj_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self.adj2 = nn.Parameter(torch.full(adjacency.shape, 1e-6, dtype=torch.float32))
         self.bias = nn.Parameter(torch.empty(out_features).uniform_(-1 / math.sqrt(out_features), 1 / math.sqrt(out_features)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h0 = torch.matmul(x, self.W[0])
         h1 = torch.matmul(x, self.W[1])
-        adjacency = self.adj.to(x.dtype) + self.adj2
+        key = (x.device, x.dtype)
+        if key not in self._adj_cache:
+            self._adj_cache[key] = self.adj.to(x.device, x.dtype)
+        adjacency = self._adj_cache[key] + self.adj2
         adjacency = (adjacency.T + adjacency) / 2
         eye = torch.eye(adjacency.shape[0], dtype=x.dtype, device=x.device)
         out = torch.matmul(adjacency * eye, self.M * h0) + torch.matmul(adjacency * (1 - eye), self.M * h1)
@@ -213,7 +218,7 @@ class EgoHMRDenoiser(nn.Module):
         self.backbone = resnet50()
         self.scene_enc = ResnetPointnet(out_dim=SCENE_FEATURES, hidden_dim=256)
         self.transl_enc = TranslEnc(3, TRANSL_FEATURES)
-        self.diffusion_model = ModulatedGCN(smpl_adjacency(), CONDITION_FEATURES + 2 * EMBED, hid_dim, 6, num_layers)
+        self.diffusion_model = ModulatedGCN(smpl_adjacency(torch.float64), CONDITION_FEATURES + 2 * EMBED, hid_dim, 6, num_layers)
         self.beta_layer = FCHeadBeta(CONDITION_FEATURES)
         self.register_buffer("Xmean", torch.zeros(144), persistent=False)
         self.register_buffer("Xstd", torch.ones(144), persistent=False)

@@ -178,6 +178,8 @@ def test_modulated_graph_conv_matches_per_joint_sum():
                 expected[:, i] += a[i, j] * conv.M[j] * (x[:, j] @ conv.W[1])
     assert (conv(x) - expected).abs().max() < TOL
     assert "adj" not in conv.state_dict()  # rebuilt, as upstream keeps it out of the checkpoint
+    conv.float().double()  # casting the module never rounds the fixed adjacency
+    assert torch.equal(conv.adj, adjacency) and (conv(x) - expected).abs().max() < 1e-6
 
 
 def test_modulated_gcn_structure_and_parity():
