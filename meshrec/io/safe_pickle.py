@@ -65,7 +65,8 @@ def max_bytes(limit: int | None = None) -> int:
 
 
 def _too_large(source: str, what: str, size: int, limit: int) -> ResourceLimitError:
-    shown = f"{size / 2**30:.1f} GiB" if size < 1 << 80 else "an astronomical size"
+    # expanded_size stops counting just above the limit: then only "more than" is known.
+    shown = f"more than {limit / 2**30:.2f} GiB" if size == limit + 1 else f"{size / 2**30:.2f} GiB"
     return ResourceLimitError(
         f"{source}: {what} would take {shown} (limit {limit / 2**30:.2f} GiB); refusing to build it. A body model "
         f"or annotation file is far smaller: the file is corrupt or malicious. If it is genuine, raise the limit "
