@@ -151,7 +151,7 @@ NVCC="$(command -v nvcc || true)"
 torch_probe() { "$PY" -c 'import torch; print(torch.__version__, torch.version.cuda or "none")' 2>/dev/null; }
 pip_install() {  # offline from --wheels when given, else the configured index
   if [ -n "$WHEELS" ]; then "$PY" -m pip install --no-index --find-links "$WHEELS" "$@"
-  else "$PY" -m pip install "$@"; fi
+  else "$PY" -m pip install --retries 1 --timeout 15 "$@"; fi  # fail fast where no index is reachable
 }
 export PY WHEELS
 export -f pip_install
@@ -294,6 +294,8 @@ if [ $DRY_RUN = 1 ]; then
   { echo "## CUDA tests planned"; echo; echo "pytest -k cuda: ${count:-see log}"; } >"$SECTIONS/3-tests.md"
   if [ -d "$CMAKE_BUILD" ]; then
     run_step "ctest (listed, not run)" 60 ctest --test-dir "$CMAKE_BUILD" -N
+    { echo; echo "ctest: $(grep -a -E '^Total Tests:' "$LOG" | tail -1)"; grep -a -E '^ +Test +#' "$LOG" | sed 's/^ */    /'; } \
+      >>"$SECTIONS/3-tests.md"
   else
     record "ctest (listed, not run)" SKIP 0 "no CMake build"
   fi
