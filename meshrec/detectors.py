@@ -147,18 +147,20 @@ AUTO = "auto"
 
 
 def _instance(registry: DetectorRegistry, name: str, **options: Any) -> Any:
-    key = (name, tuple(sorted(options.items())))
+    """One instance per detector class and options (loading a network per call would be slow)."""
+    key = (name, registry[name].load() if name in registry else None, tuple(sorted(options.items())))
     with _instances_lock:
         if key not in _instances:
             _instances[key] = registry.create(name, **options)
         return _instances[key]
 
 
-def _candidates(registry: DetectorRegistry, need_keypoints: bool) -> list[str]:
+def _candidates(registry: DetectorRegistry, want_keypoints: bool, want_boxes: bool) -> list[str]:
     # Keypoint detectors first even for boxes: their boxes come from the body's landmarks, which
-    # beats a sliding-window person detector (HOG) wherever both are installed.
-    names = registry.of_kind("keypoints")
-    return names if need_keypoints else names + registry.of_kind("person")
+    # beats a sliding-window person detector (HOG) wherever both are installed. A person
+    # detector still gives boxes when no keypoint detector can run.
+    names = registry.of_kind("keypoints") if (want_keypoints or want_boxes) else []
+    return names + (registry.of_kind("person") if want_boxes else [])
 
 
 def detect_missing_inputs(accepted: Any, samples: list[Any], detector: str | None = AUTO,
@@ -193,7 +195,7 @@ def detect_missing_inputs(accepted: Any, samples: list[Any], detector: str | Non
         registry = get_plugin_manager().detectors()
     layout = keypoint_layout or "coco17"
     if detector == AUTO:
-        names = _candidates(registry, need_keypoints=bool(want_points))
+        names = _candidates(registry, bool(want_points), bool(want_boxes))
     else:
         if detector not in registry:
             known = ", ".join(f"{n} ({registry.kind_of(n)})" for n in registry.names()) or "none"
