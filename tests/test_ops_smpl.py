@@ -14,10 +14,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshrec.body import SMPL, SMPL_VERTEX_JOINTS
+from meshrec.body import SMPL, SMPL_VERTEX_JOINTS, mannequin
 from meshrec.ops import SparseRegressor, joint_regression, prepare_smpl_arrays, reference, smpl_lbs
 from meshrec.rotations import rodrigues
-from meshrec.testing import mannequin, synthetic_smpl_arrays, synthetic_smplh_arrays
+from meshrec.testing import synthetic_smpl_arrays, synthetic_smplh_arrays
 from meshrec.testing.fixtures import DEVICES
 
 DTYPES = [torch.float32, torch.float64]
