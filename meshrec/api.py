@@ -49,6 +49,7 @@ KNOWN_DATASET_PACKAGES = {
     "rich-sahmr": "meshrec-sahmr",
     "prox-sahmr": "meshrec-sahmr",
     "egobody-egohmr": "meshrec-egohmr",
+    "relative-human": "meshrec-mahmr",
 }
 
 
