@@ -94,8 +94,9 @@ def test_evaluate_egobody_on_a_synthetic_folder(tmp_path, egohmr_release, body_m
     write_egobody(tmp_path)
     method = meshrec.load_method("prohmr-scene", checkpoint=egohmr_release / STAGE1_FILE, body_model=body_models_dir,
                                  device="cpu", num_samples=2, seed=0, stage1_scene_points=2000)
-    report = meshrec.evaluate(method, "egobody-egohmr", tmp_path, body_model=body_models_dir, batch_size=2,
+    result = meshrec.evaluate(method, "egobody-egohmr", tmp_path, body_model=body_models_dir, batch_size=2,
                               progress=False)
+    report = result["metrics"]
     assert report["frames"] == 2 and report["num_samples"] == 2
     for key in ("G-MPJPE", "MPJPE", "PA-MPJPE", "MPJPE-vis", "V2V", "apd-joints", "collision-ratio", "contact-ratio"):
         assert np.isfinite(report[key]), key
