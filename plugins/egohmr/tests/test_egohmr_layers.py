@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 from meshrec.rotations import (
     matrix_from_6d_prohmr,
