@@ -210,3 +210,52 @@ def test_torchrun_eval_equals_a_single_process_run(body_models_dir, tmp_path):
     assert metrics["num_samples"] == single["num_samples"] == 5
     for key in ("MPJPE", "PA-MPJPE", "PVE"):
         assert metrics[key] == pytest.approx(single[key], rel=1e-12, abs=0), key
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_recomputing_finished_inputs(body_models_dir, tmp_path):
+    import signal
+    import time
+
+    images = tmp_path / "many"
+    images.mkdir()
+    for i in range(40):
+        Image.new("RGB", (40 + i, 30 + i)).save(images / f"f{i:02d}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "meshrec", "predict", str(images), "--method", "example", "--body-models",
+               str(body_models_dir), "--device", "cpu", "--batch-size", "1", "--resume", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    finished: list[str] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            finished = json.loads((out / "manifest.json").read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            finished = []
+        if len(finished) >= 4:
+            process.send_signal(signal.SIGKILL)  # preempted: no clean-up at all
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    manifest = json.loads((out / "manifest.json").read_text())
+    if manifest["complete"]:
+        pytest.skip("the run finished before it could be killed (machine too fast for this test)")
+    done = manifest["files"]
+    assert len(done) >= 4 and len(done) < 80
+    stamps = {name: (out / name).stat().st_mtime_ns for name in done}
+
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((out / "manifest.json").read_text())
+    assert resumed["complete"]
+    assert set(resumed["resumed_files"]) >= set(done)
+    assert not set(resumed["files"]) & set(resumed["resumed_files"])
+    assert sorted(resumed["files"] + resumed["resumed_files"]) == sorted(
+        f"f{i:02d}.{suffix}" for i in range(40) for suffix in ("npz", "ply"))
+    for name in done:
+        assert (out / name).stat().st_mtime_ns == stamps[name], f"{name} was recomputed"
+    reference = tmp_path / "reference"
+    assert main(["predict", str(images), "--method", "example", "--body-models", str(body_models_dir),
+                 "--device", "cpu", "--out", str(reference)]) == 0
+    assert_same_outputs(reference, out, [f"f{i:02d}.{suffix}" for i in range(40) for suffix in ("npz", "ply")])
