@@ -64,7 +64,7 @@ class SAHMR(meshrec.Method):
         "seg_part_info.npy from that repository (option support_dir)."
     )
     body_model_type = "smpl"
-    batch_size = 1  # upstream evaluates at batch 1; see benchmarks/RESULTS.md for CPU batch timings
+    batch_size = 4  # 2x the images/s of batch 1 on the 2-core CPU (benchmarks/RESULTS.md); upstream evaluates at 1
     joint_names = H36M_JOINT_NAMES
     options = (
         meshrec.Option("support_dir", "", "folder with SA-HMR's mesh_downsampling.npz and seg_part_info.npy "
