@@ -225,7 +225,10 @@ def _command_predict(args: argparse.Namespace) -> int:
         failures = distributed.predict_to_folder(
             readable, out, method=args.method, checkpoint=args.checkpoint, body_model=args.body_models,
             device=args.device, batch_size=args.batch_size, progress=args.progress, bbox_format=args.bbox_format,
-            refine=args.refine, resume=args.resume, failed=failed, method_options=_method_options(args), **extras)
+            refine=args.refine, resume=args.resume, failed=failed, method_options=_method_options(args),
+            detector=None if args.detector == "none" else (args.detector or "auto"),
+            render=(lambda prediction, name, stem: _render_overlay(prediction, name, stem, extras.get("camera")))
+            if args.render else None, **extras)
         if failures and distributed.job().is_main:
             print(f"meshrec predict: {failures} inputs could not be read and were skipped (listed in "
                   f"{out.path / 'manifest.json'})", file=sys.stderr)

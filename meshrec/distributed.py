@@ -31,7 +31,7 @@ import atexit
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -414,6 +414,8 @@ def predict_to_folder(
     resume: bool = False,
     failed: Sequence[tuple[str, str]] = (),
     method_options: dict[str, Any] | None = None,
+    detector: str | None = "auto",
+    render: Callable[[Any, str, Any], list[Any]] | None = None,
     echo: bool = True,
     **extras: Any,
 ) -> int:
@@ -434,7 +436,10 @@ def predict_to_folder(
         extras: per-input lists (one entry per input) or shared arrays, as for
             :func:`meshrec.predict`.
         method, checkpoint, body_model, device, batch_size, progress, bbox_format, refine,
-        method_options: as for :func:`meshrec.predict`.
+        detector, method_options: as for :func:`meshrec.predict`.
+        render: ``render(prediction, input_name, out_folder / stem)`` writes pictures of a
+            prediction and returns their paths (``meshrec predict --render``).
+        echo: print a line per input written.
 
     Returns:
         The number of inputs that failed on any rank (every rank returns the same number).
@@ -483,9 +488,12 @@ def predict_to_folder(
                 per_batch = {key: [value[i] for i in batch] if isinstance(value, list) else value
                              for key, value in extras.items()}
                 predictions = meshrec.predict([names[i] for i in batch], method=loaded, batch_size=size,
-                                              progress=False, bbox_format=bbox_format, refine=refiner, **per_batch)
+                                              progress=False, bbox_format=bbox_format, refine=refiner,
+                                              detector=detector, **per_batch)
                 for index, prediction in zip(batch, predictions):
                     written = out.write_prediction(prediction, stems[index])
+                    if render is not None:
+                        written += render(prediction, names[index], out.path / stems[index])
                     if echo:
                         count = prediction.num_people
                         print(f"{names[index]}: {count} {'person' if count == 1 else 'people'} -> "
