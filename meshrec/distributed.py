@@ -456,6 +456,11 @@ def predict_to_folder(
     stems = [Path(path).stem for path in inputs]
     method_options = dict(method_options or {})
     done = completed_stems(out.path, method, checkpoint, method_options) if resume else {}
+    if resume and current.is_main:
+        # half-written files of a killed run (atomic writes name them .<file>.partial-<pid>); no
+        # rank of this job writes before the barrier below, so none of these is in use
+        for stale in out.path.glob(".*.partial-*"):
+            stale.unlink(missing_ok=True)
     todo = [index for index, stem in enumerate(stems) if stem not in done]
     skipped = [index for index, stem in enumerate(stems) if stem in done]
     # every rank has read the earlier manifests before any rank rewrites its own

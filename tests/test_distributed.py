@@ -244,11 +244,13 @@ def test_a_killed_run_resumes_without_recomputing_finished_inputs(body_models_di
     done = manifest["files"]
     assert len(done) >= 4 and len(done) < 80
     stamps = {name: (out / name).stat().st_mtime_ns for name in done}
+    (out / ".f39.npz.partial-12345").write_bytes(b"half a file")  # as a kill during a write leaves
 
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = json.loads((out / "manifest.json").read_text())
     assert resumed["complete"]
+    assert not list(out.glob(".*.partial-*"))
     assert set(resumed["resumed_files"]) >= set(done)
     assert not set(resumed["files"]) & set(resumed["resumed_files"])
     assert sorted(resumed["files"] + resumed["resumed_files"]) == sorted(
