@@ -39,7 +39,7 @@ import torch.distributed as dist
 from meshrec.errors import MeshrecError
 
 __all__ = ["Job", "GlobalProgress", "gather", "init", "is_torchrun", "job", "merge_evaluator", "output_folder",
-           "predict_to_folder", "shard",
+           "predict", "predict_to_folder", "shard",
            "shard_indices"]
 
 T = TypeVar("T")
@@ -296,6 +296,52 @@ class GlobalProgress:
 
     def __exit__(self, *exc: Any) -> None:
         self._bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# predict in Python
+
+
+def predict(inputs: Any, method: Any = "hmr", *, device: Any = None, **options: Any) -> list[Any] | None:
+    """:func:`meshrec.predict` over a torchrun job: every rank predicts its :func:`shard` of
+    ``inputs`` on its device and rank 0 gets every prediction (on the CPU) in input order.
+
+    Args:
+        inputs: a folder of images or a list of image paths (or arrays).
+        method, device, **options: as for :func:`meshrec.predict`; per-input lists (``bbox=``
+            a list with one entry per input, ...) are split along with the inputs.
+
+    Returns:
+        On rank 0 (and outside torchrun) the list of :class:`meshrec.Prediction`, one per input
+        in input order (a folder: its images sorted); on the other ranks None.
+
+    Run it under ``torchrun --nproc-per-node N your_script.py``; outside torchrun it is
+    :func:`meshrec.predict` with a list result.
+    """
+    from pathlib import Path
+
+    import meshrec
+    from meshrec.io.images import IMAGE_SUFFIXES
+
+    current = init(device)
+    if isinstance(inputs, (str, Path)) and Path(inputs).expanduser().is_dir():
+        folder = Path(inputs).expanduser()
+        inputs = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    items = list(inputs)
+    order = sorted(range(len(items)), key=lambda i: _sort_key(items[i]))
+    mine = [order[i] for i in shard_indices(len(items))]
+    per_input = {key: [value[i] for i in mine] if isinstance(value, list) and len(value) == len(items) else value
+                 for key, value in options.items()}
+    predictions = (meshrec.predict([items[i] for i in mine], method=method,
+                                   device=current.device if current.distributed else device, **per_input)
+                   if mine else [])
+    gathered = gather([prediction.cpu() for prediction in predictions], total=len(items))
+    if gathered is None:
+        return None
+    result: list[Any] = [None] * len(items)
+    for position, prediction in zip(order, gathered):
+        result[position] = prediction
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -261,3 +261,40 @@ def test_a_killed_run_resumes_without_recomputing_finished_inputs(body_models_di
     assert main(["predict", str(images), "--method", "example", "--body-models", str(body_models_dir),
                  "--device", "cpu", "--out", str(reference)]) == 0
     assert_same_outputs(reference, out, [f"f{i:02d}.{suffix}" for i in range(40) for suffix in ("npz", "ply")])
+
+
+PREDICT_SCRIPT = '''
+import json, sys
+import numpy as np
+from meshrec import distributed
+
+paths, boxes, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+predictions = distributed.predict(paths, method="example", body_model=sys.argv[4], device="cpu", bbox=boxes,
+                                  detector=None)
+if predictions is not None:
+    np.savez(out, **{f"v{i}": p.vertices.numpy() for i, p in enumerate(predictions)},
+             sources=np.array([p.source for p in predictions]), world=distributed.job().world_size)
+'''
+
+
+@pytest.mark.slow
+def test_python_predict_over_two_ranks_returns_every_prediction_in_input_order(images, body_models_dir, tmp_path):
+    import meshrec
+
+    paths = [str(images / f"im{i}.png") for i in (3, 0, 4, 1, 2)]  # not sorted: the result keeps this order
+    boxes = [[i, i, 20 + i, 20] for i in range(5)]
+    script = tmp_path / "predict.py"
+    script.write_text(PREDICT_SCRIPT)
+    out = tmp_path / "predictions.npz"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             str(script), json.dumps(paths), json.dumps(boxes), str(out), str(body_models_dir)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = meshrec.predict(paths, method="example", body_model=body_models_dir, device="cpu", bbox=boxes,
+                               detector=None)
+    with np.load(out) as saved:
+        assert int(saved["world"]) == 2
+        assert list(saved["sources"]) == paths
+        for i, prediction in enumerate(expected):
+            np.testing.assert_array_equal(saved[f"v{i}"], prediction.vertices.numpy())
