@@ -116,6 +116,7 @@ API_TO_CLI = {
     "progress": "--progress",
     "bbox_format": "--bbox-format",
     "refine": "--refine",
+    "detector": "--detector",
     "config": "--option",  # every declared method option: --option NAME=VALUE
     "per_input": "--annotations",  # per-input extras, each also by its own flag (below)
     "bbox": "--bbox",
