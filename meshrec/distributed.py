@@ -238,7 +238,8 @@ def merge_evaluator(evaluator: Any, indices: Sequence[int] | torch.Tensor) -> An
     current = job()
     order = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
     if len(order) != len(evaluator):
-        raise MeshrecError(f"rank {current.rank}: {len(order)} sample indices for an evaluator fed {len(evaluator)} samples")
+        raise MeshrecError(f"rank {current.rank}: {len(order)} sample indices for an evaluator fed "
+                           f"{len(evaluator)} samples")
     values = {key: torch.cat(parts).cpu() for key, parts in evaluator._values.items() if parts}
     for key, value in values.items():
         if value.shape[0] != len(order):
@@ -252,17 +253,22 @@ def merge_evaluator(evaluator: Any, indices: Sequence[int] | torch.Tensor) -> An
     dist.all_gather_object(parts, mine)
     all_indices = torch.cat([part["indices"] for part in parts])
     if len(torch.unique(all_indices)) != len(all_indices):
-        raise MeshrecError("two ranks evaluated the same sample; shard the samples with meshrec.distributed.shard_indices")
+        raise MeshrecError("two ranks evaluated the same sample; shard the samples with "
+                           "meshrec.distributed.shard_indices")
     permutation = torch.argsort(all_indices, stable=True)
     keys = sorted({key for part in parts for key in part["values"]})
     for key in keys:
         if any(key not in part["values"] for part in parts if len(part["indices"])):
             raise MeshrecError(f"evaluator value {key!r} is missing on some ranks")
-    evaluator._values = {key: [torch.cat([part["values"][key] for part in parts if key in part["values"]])[permutation]]
-                         for key in keys}
+    evaluator._values = {
+        key: [torch.cat([part["values"][key] for part in parts if key in part["values"]])[permutation]]
+        for key in keys}
     evaluator._num_samples = len(all_indices)
     if hasattr(evaluator, "_sequences"):
         every = [sequence for part in parts for sequence in part["sequences"]]
+        if every and len(every) != len(all_indices):
+            raise MeshrecError(f"the evaluator holds {len(every)} sequence ids for {len(all_indices)} samples; "
+                               "merge_evaluator needs one per sample")
         evaluator._sequences = [every[i] for i in permutation.tolist()] if every else []
     return evaluator
 
