@@ -149,7 +149,8 @@ def load_method(
     checkpoint_path = None
     if checkpoint is not None:
         checkpoint_path = Path(checkpoint).expanduser()
-        identify_checkpoint(checkpoint_path)  # cheap: a wrong file is named before the body model loads
+        if not checkpoint_path.is_dir():  # a release folder (EgoHMR's) is the method's to read
+            identify_checkpoint(checkpoint_path)  # cheap: a wrong file is named before the body model loads
     elif method_class.needs_checkpoint:
         raise CheckpointError(
             f"method {name!r} needs a checkpoint: pass {spell('checkpoint', 'PATH')}. "

@@ -184,7 +184,7 @@ def test_checkpoint_errors(methods, images, tmp_path):
     with pytest.raises(meshrec.CheckpointError, match="does not exist"):
         meshrec.load_method("weighted", checkpoint=tmp_path / "nope.pth")
     weights = tmp_path / "weights.pth"
-    weights.write_bytes(b"x")
+    torch.save({"w": torch.zeros(1)}, weights)
     meshrec.load_method("weighted", checkpoint=weights, device="cpu")
     assert LOADS[-1][0] == weights
 
