@@ -49,7 +49,7 @@ def run_script(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_help_lists_the_options():
     result = run_script("--help")
     assert result.returncode == 0, result.stderr
-    for option in ("--dry-run", "--out", "--python", "--wheels", "--arch", "--deadline", "--skip-build"):
+    for option in ("--dry-run", "--out", "--python", "--wheels", "--arch", "--deadline", "--skip-build", "--no-install"):
         assert option in result.stdout
 
 
@@ -163,13 +163,15 @@ def test_gpu_mode_reports_each_test_and_fails_what_needs_the_device(tmp_path):
     (fake / "nvidia-smi").chmod(0o755)
     out, work = tmp_path / "out", tmp_path / "work"
     env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run(["bash", str(SCRIPT), "--skip-build", "--python", sys.executable, "--out", str(out),
-                             "--workdir", str(work), "--deadline", "1500"],
+    result = subprocess.run(["bash", str(SCRIPT), "--skip-build", "--no-install", "--python", sys.executable,
+                             "--out", str(out), "--workdir", str(work), "--deadline", "1500"],
                             capture_output=True, text=True, timeout=1600, cwd=REPOSITORY, env=env)
     report = (out / "gpu_check_report.md").read_text()
     assert result.returncode == 1, report
     assert "- device: Fake GPU (driver 1.0, compute capability 9.0)" in report
     assert "TORCH_CUDA_ARCH_LIST=9.0" in report
+    if torch.version.cuda is None:
+        assert "| CUDA torch | FAIL | 0 |" in report and "(--no-install: going on without)" in report
     assert "| ctest (tests/cpp, CUDA kernels) | FAIL | 0 | no CMake build |" in report
     assert "| pytest -k cuda | PASS |" in report  # every device case skipped, none failed
     table = report.split("## CUDA tests (pytest -k cuda)", 1)[1]

@@ -27,6 +27,7 @@
 #   --skip-build     use the work folder's existing build
 #   --skip-bench     no benchmarks
 #   --torch SPEC     what to pip-install when the interpreter has no CUDA torch (default: torch)
+#   --no-install     install nothing: report what is missing and go on without it
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +43,7 @@ DEADLINE=450
 SKIP_BUILD=0
 SKIP_BENCH=0
 TORCH_SPEC="torch"
+NO_INSTALL=0
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
     --skip-build) SKIP_BUILD=1 ;;
     --skip-bench) SKIP_BENCH=1 ;;
     --torch) TORCH_SPEC="$2"; shift ;;
+    --no-install) NO_INSTALL=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -161,11 +164,13 @@ read -r TORCH_VERSION TORCH_CUDA < <(torch_probe || echo "- none")
 if [ "${TORCH_CUDA:-none}" = none ]; then
   if [ $DRY_RUN = 1 ]; then
     record "CUDA torch" SKIP 0 "$PY has torch ${TORCH_VERSION} without CUDA: a GPU run would pip-install '$TORCH_SPEC' into a venv"
+  elif [ $NO_INSTALL = 1 ]; then
+    record "CUDA torch" FAIL 0 "$PY has torch ${TORCH_VERSION} without CUDA (--no-install: going on without)"
   else
-    VENV="$WORK/../venv"
+    VENV="$(dirname "$WORK")/venv"
     log "no CUDA torch in $PY: installing $TORCH_SPEC into $VENV"
     # PIP_FIND_LINKS/PIP_CONFIG_FILE cleared: a machine's local CPU-only torch wheels must not win.
-    if run_step "install CUDA torch" 600 bash -c "'$PY' -m venv '$VENV' && PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= '$VENV/bin/pip' install -q $TORCH_SPEC"; then
+    if run_step "install CUDA torch" 600 bash -c "'$PY' -m venv '$VENV' && PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= '$VENV/bin/python' -m pip install -q $TORCH_SPEC"; then
       PY="$VENV/bin/python"
       read -r TORCH_VERSION TORCH_CUDA < <(torch_probe || echo "- none")
     else
@@ -188,6 +193,8 @@ if [ ${#missing[@]} -eq 0 ]; then
   record "Python packages" PASS $(( $(date +%s) - t0 )) "all present"
 elif [ $DRY_RUN = 1 ]; then
   record "Python packages" SKIP $(( $(date +%s) - t0 )) "missing: ${missing[*]} (a GPU run installs them${WHEELS:+ from $WHEELS})"
+elif [ $NO_INSTALL = 1 ]; then
+  record "Python packages" FAIL $(( $(date +%s) - t0 )) "missing: ${missing[*]} (--no-install)"
 else
   # One at a time, so that one missing wheel does not block the others. smplx only feeds the SMPL
   # comparison: without it the benchmarks compare with meshrec's own plain-PyTorch path.
