@@ -50,7 +50,7 @@ def test_sahmr_batch1_20k_point_crop(timed, setup):
         with torch.inference_mode():
             return network(image, box, K, [points], generator=torch.Generator().manual_seed(0))
 
-    out = timed(run, rounds=3)
+    out = timed(run, rounds=2)
     assert out.pred_c_verts.shape == (1, 6890, 3) and len(out.rcnet.c_pcFst_nearby[0]) == CROP_POINTS
     assert not bool(out.rcnet.crop_fell_back[0])
 
@@ -71,7 +71,7 @@ def test_sahmr_split(timed, setup, part):
                 return network.rcnet(image, box, K, [points], root_net_out=maps)
             return network.mesh_from_root(image, rc, torch.Generator().manual_seed(0))
 
-    out = timed(run, rounds=3)
+    out = timed(run, rounds=2)
     if part == "rcnet-hrnet":
         assert out.shape == (1, 41, 56, 56)
     elif part == "scene":

@@ -115,7 +115,7 @@ def sample_mesh_points(path: str | Path, spacing: float = 0.02, max_points: int 
         return vertices.float()
     a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
     areas = torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1) / 2
-    count = int(min(max_points, max(1, float(areas.sum()) / spacing ** 2)))
+    count = int(min(max_points, max(1, round(float(areas.sum()) / spacing ** 2))))
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.multinomial(areas / areas.sum(), count, replacement=True, generator=generator)
     r1 = torch.rand(count, 1, generator=generator, dtype=torch.float64).sqrt()

@@ -258,3 +258,19 @@ def test_square_box_and_points_from_depth():
                                                     dtype=torch.float64))
     with pytest.raises(ValueError, match="3, 3"):
         points_from_depth(depth, np.eye(4))
+
+
+def test_scene_from_a_mesh_file(tmp_path):
+    from meshrec_sahmr.scene import sample_mesh_points
+
+    obj = tmp_path / "floor.obj"
+    # a 1 m x 2 m quad (two triangles, one as a fan of a quad face) at y = 1.2 m, z in [2, 4]
+    obj.write_text("v -0.5 1.2 2\nv 0.5 1.2 2\nv 0.5 1.2 4\nv -0.5 1.2 4\nf 1 2 3 4\n")
+    points = sample_mesh_points(obj, spacing=0.1, seed=0)
+    assert points.shape == (4 + 200, 3)  # vertices + area / spacing^2
+    assert torch.all(points[:, 1] == torch.tensor(1.2))
+    assert points[:, 0].min() >= -0.5 and points[:, 0].max() <= 0.5
+    assert points[:, 2].min() >= 2 and points[:, 2].max() <= 4
+    assert torch.equal(points, sample_mesh_points(obj, spacing=0.1, seed=0))
+    with pytest.raises(FileNotFoundError):
+        sample_mesh_points(tmp_path / "missing.obj")
