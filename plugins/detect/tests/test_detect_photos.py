@@ -124,3 +124,40 @@ def test_fit_on_the_photo_reprojects_onto_the_detected_keypoints_and_renders_ove
         assert silhouette[y1:y2, x1:x2].mean() > 0.2, name
     changed = np.abs(picture.astype(int) - image.astype(int)).sum(axis=2) > 0
     assert changed[~silhouette].mean() < 0.001 and changed[silhouette].mean() > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("detector", ["blazepose", "hog"])
+def test_a_box_method_gets_one_body_per_detected_person(detector, body_models_dir):
+    import meshrec
+
+    if "example" not in meshrec.list_methods():
+        pytest.skip("needs the example method: pip install --no-build-isolation ./plugins/example")
+    if detector == "blazepose":
+        _mediapipe()
+    from meshrec.detectors import _instance
+    from meshrec.plugins import get_plugin_manager
+
+    found = _instance(get_plugin_manager().detectors(), detector, **({"layout": "coco17"} if detector == "blazepose" else {})).detect(_image())
+    prediction = meshrec.predict(_bus(), method="example", body_model=body_models_dir, device="cpu", detector=detector)
+    assert prediction.num_people == len(found) >= 1
+    # each template body (arms out, so wider than a person) stands in its detected box: its
+    # projection spans the box's height and is centred on it
+    from meshrec.camera import default_intrinsics
+
+    K = default_intrinsics(1080, 810, torch_dtype()).numpy()
+    for box, body in zip(found.boxes, prediction.vertices.double().numpy()):
+        projected = body @ K.T
+        uv = projected[:, :2] / projected[:, 2:]
+        lo, hi = uv.min(axis=0), uv.max(axis=0)
+        height = box[3] - box[1]
+        assert abs(lo[1] - box[1]) < 0.1 * height and abs(hi[1] - box[3]) < 0.1 * height, (box, lo, hi)
+        assert abs((lo[0] + hi[0]) / 2 - (box[0] + box[2]) / 2) < 0.1 * height, (box, lo, hi)
+    none = meshrec.predict(_bus(), method="example", body_model=body_models_dir, device="cpu", detector=None)
+    assert none.num_people == 1  # without a detector the method's old behaviour: the whole photo
+
+
+def torch_dtype():
+    import torch
+
+    return torch.float64
