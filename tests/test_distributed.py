@@ -298,3 +298,35 @@ def test_python_predict_over_two_ranks_returns_every_prediction_in_input_order(i
         assert list(saved["sources"]) == paths
         for i, prediction in enumerate(expected):
             np.testing.assert_array_equal(saved[f"v{i}"], prediction.vertices.numpy())
+
+
+@pytest.mark.slow
+def test_torchrun_fit_equals_a_single_process_run(body_models_dir, tmp_path):
+    """An optimising method: per-input keypoints (--annotations) follow their image to its rank."""
+    pytest.importorskip("meshrec_fit")
+    from test_docs import _coco_keypoints  # a synthetic standing person's COCO-17 keypoints
+
+    images = tmp_path / "images"
+    images.mkdir()
+    keypoints = _coco_keypoints(body_models_dir)
+    annotations = {}
+    for i in range(3):
+        Image.new("RGB", (640, 480)).save(images / f"f{i}.png")
+        shifted = keypoints.copy()
+        shifted[..., 0] += 10 * i
+        annotations[f"f{i}.png"] = {"keypoints": shifted.tolist()}
+    (tmp_path / "keypoints.json").write_text(json.dumps(annotations))
+    common = [str(images), "--method", "fit", "--body-models", str(body_models_dir), "--annotations",
+              str(tmp_path / "keypoints.json"), "--camera", "1000", "1000", "320", "240", "--option", "schedule=fast",
+              "--detector", "none", "--device", "cpu", "--batch-size", "1"]
+    # one thread in both runs (torchrun's default): the same float32 arithmetic, bit for bit
+    torchrun("predict", *common, "--out", str(tmp_path / "single"), ranks=1)
+    torchrun("predict", *common, "--out", str(tmp_path / "sharded"))
+    for i in range(3):
+        with np.load(tmp_path / "single" / f"f{i}.npz", allow_pickle=True) as a, \
+                np.load(tmp_path / "sharded" / f"f{i}.npz", allow_pickle=True) as b:
+            numeric = [key for key in a.files if a[key].dtype.kind in "fiub"]
+            assert "vertices" in numeric and sorted(a.files) == sorted(b.files)
+            for key in numeric:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"f{i}:{key}")
+        assert (tmp_path / "single" / f"f{i}.ply").read_bytes() == (tmp_path / "sharded" / f"f{i}.ply").read_bytes()
