@@ -157,8 +157,9 @@ def build_template(body_model: torch.nn.Module, regressor: torch.Tensor, downsam
     device = regressor.device
     dtype = body_model.v_template.dtype if hasattr(body_model, "v_template") else torch.float32
     orient = torch.tensor([[TEMPLATE_ORIENT, 0.0, 0.0]], dtype=dtype, device=device)
-    out = body_model(betas=torch.zeros(1, 10, dtype=dtype, device=device), global_orient=orient,
-                     body_pose=torch.zeros(1, 69, dtype=dtype, device=device))
+    with torch.no_grad():
+        out = body_model(betas=torch.zeros(1, 10, dtype=dtype, device=device), global_orient=orient,
+                         body_pose=torch.zeros(1, 69, dtype=dtype, device=device))
     vertices = out.vertices[0].double()
     joints = regressor.double() @ vertices
     pelvis = joints[H36M_PELVIS]
