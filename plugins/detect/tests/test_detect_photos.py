@@ -114,7 +114,8 @@ def test_fit_on_the_photo_reprojects_onto_the_detected_keypoints_and_renders_ove
         confident = points[:, 2] > 0.5
         distance = [np.linalg.norm(body[confident] - points[confident, :2], axis=1).mean() for body in projected]
         errors.append(min(distance))
-    assert np.mean(errors) < 25.0, errors  # pixels, on a person ~500 px tall
+    # pixels, on people ~450-500 px tall; measured 5.4-6.3 px with schedule="fast", 1.6-2.8 px default
+    assert np.mean(errors) < 12.0, errors
     # the drawn silhouettes cover the people's boxes, and the picture changed only there
     silhouette = np.zeros(image.shape[:2], bool)
     for body in prediction.vertices.double().numpy():
