@@ -223,6 +223,7 @@ def detect_missing_inputs(accepted: Any, samples: list[Any], detector: str | Non
         if not (fill_boxes or fill_points):
             continue
         found = chosen.detect(sample.image())
+        sample.release()  # decoded again with its batch: a long folder must not pile up in memory
         if not len(found):
             import warnings
 
