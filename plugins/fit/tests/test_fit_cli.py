@@ -15,14 +15,19 @@ from meshrec_fit import plugin
 from fit_scenarios import WALKING, camera_orientation, observe
 
 
-@pytest.mark.slow
-def test_predict_command_fits_annotated_keypoints(plugin_manager, body_models_dir, tmp_path, capsys):
-    plugin_manager.register(plugin, name="fit")
+@pytest.fixture
+def truth(body_models_dir):
+    """A walking person 3.2 m in front of the camera (SMPL output, float64)."""
     from meshrec.body import SMPL
 
     smpl = SMPL(body_models_dir, dtype=torch.float64, create_transl=False)
-    truth = smpl(body_pose=WALKING[None], global_orient=camera_orientation(0.3, 0.2)[None],
-                 transl=torch.tensor([[0.0, 0.3, 3.2]], dtype=torch.float64))
+    return smpl(body_pose=WALKING[None], global_orient=camera_orientation(0.3, 0.2)[None],
+                transl=torch.tensor([[0.0, 0.3, 3.2]], dtype=torch.float64))
+
+
+@pytest.mark.slow
+def test_predict_command_fits_annotated_keypoints(plugin_manager, body_models_dir, truth, tmp_path, capsys):
+    plugin_manager.register(plugin, name="fit")
     keypoints = observe(KeypointModel(get_layout("coco17")), truth.vertices, truth.joints, 1.0)[0].numpy()
     images = tmp_path / "images"
     images.mkdir()
@@ -41,13 +46,8 @@ def test_predict_command_fits_annotated_keypoints(plugin_manager, body_models_di
 
 
 @pytest.mark.slow
-def test_keypoints_file_and_layout_without_an_image(plugin_manager, body_models_dir, tmp_path, capsys):
+def test_keypoints_file_and_layout_without_an_image(plugin_manager, body_models_dir, truth, tmp_path, capsys):
     plugin_manager.register(plugin, name="fit")
-    from meshrec.body import SMPL
-
-    smpl = SMPL(body_models_dir, dtype=torch.float64, create_transl=False)
-    truth = smpl(body_pose=WALKING[None], global_orient=camera_orientation(0.3, 0.2)[None],
-                 transl=torch.tensor([[0.0, 0.3, 3.2]], dtype=torch.float64))
     keypoints = observe(KeypointModel(get_layout("openpose25")), truth.vertices, truth.joints, 1.0)[0].numpy()
     np.save(tmp_path / "person.npy", keypoints)
     out = tmp_path / "out"
