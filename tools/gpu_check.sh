@@ -294,9 +294,18 @@ if [ $SKIP_BUILD = 0 ] && [ "${TORCH_CUDA:-none}" != none ]; then
 fi
 
 # ---- 5. CUDA tests --------------------------------------------------------------------------------
-PYTEST=(-m pytest tests -k cuda -p no:cacheprovider -q -rfEs -o addopts= --junitxml="$JUNIT")
+# The tests' fixtures come from meshrec's pytest plugin, which pytest loads through the meshrec
+# distribution's entry point. Here meshrec is the work folder on PYTHONPATH, installed nowhere
+# (the device machines' case): then name the plugin explicitly.
+FIXTURES=()
+if ! run_meshrec -c "import sys; from importlib.metadata import entry_points
+sys.exit(not any(ep.value == 'meshrec.testing.fixtures' for ep in entry_points(group='pytest11')))" 2>>"$LOG"; then
+  FIXTURES=(-p meshrec.testing.fixtures)
+fi
+PYTEST=(-m pytest tests -k cuda -p no:cacheprovider "${FIXTURES[@]}" -q -rfEs -o addopts= --junitxml="$JUNIT")
 if [ $DRY_RUN = 1 ]; then
-  run_step "CUDA tests (collected, not run)" 240 run_meshrec -m pytest tests -k cuda -p no:cacheprovider -q --collect-only -o addopts=
+  run_step "CUDA tests (collected, not run)" 240 run_meshrec -m pytest tests -k cuda -p no:cacheprovider "${FIXTURES[@]}" \
+    -q --collect-only -o addopts=
   count="$(grep -a -E '^[0-9]+(/[0-9]+)? tests? (collected|selected)' "$LOG" | tail -1)"
   { echo "## CUDA tests planned"; echo; echo "pytest -k cuda: ${count:-see log}"; } >"$SECTIONS/3-tests.md"
   if [ -d "$CMAKE_BUILD" ]; then
