@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 import time
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 
 from meshrec.errors import (
     CheckpointError,
+    closest,
     spell,
     ImageReadError,
     MissingInputError,
@@ -77,9 +77,9 @@ def _lookup(registry: Registry, name: str, known_packages: dict[str, str], error
         return registry[name].load()
     installed = ", ".join(registry.names()) or "none"
     message = f"unknown {registry.kind} {name!r}."
-    close = difflib.get_close_matches(name, [*registry.names(), *known_packages], n=1, cutoff=0.5)
-    if close and close[0] != name:
-        message += f" Did you mean {close[0]!r}?"
+    suggestion = closest(name, [*registry.names(), *known_packages])
+    if suggestion:
+        message += f" Did you mean {suggestion!r}?"
     message += f" Installed {registry.kind}s: {installed}."
     package = known_packages.get(name)
     broken = [info for info in get_plugin_manager().plugins()

@@ -14,6 +14,7 @@ __all__ = [
     "UnknownDatasetError",
     "UnknownMethodError",
     "UnsafePickleError",
+    "closest",
     "front_door",
     "spell",
 ]
@@ -39,6 +40,18 @@ CLI_SPELLINGS = {
     "batch_size": "--batch-size N",
     "image": "an image file or folder argument",
 }
+
+
+def closest(name: str, candidates) -> str | None:
+    """The candidate ``name`` was most likely meant to be (typos, swapped letters: "3dpw" for
+    "pw3d"), or None when none is close."""
+    from difflib import SequenceMatcher
+
+    def similarity(other: str) -> float:
+        return max(SequenceMatcher(None, name, other).ratio(), SequenceMatcher(None, sorted(name), sorted(other)).ratio())
+
+    scored = sorted(((similarity(other), other) for other in set(candidates) if other != name), reverse=True)
+    return scored[0][1] if scored and scored[0][0] >= 0.7 else None
 
 
 def spell(name: str, value: str = "...") -> str:

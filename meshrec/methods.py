@@ -7,7 +7,6 @@ checkpoint and a body model, and turns a batch of :class:`Sample` into :class:`P
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from meshrec.errors import ImageReadError
+from meshrec.errors import ImageReadError, closest
 from meshrec.registry import Registry, RegistryEntry, import_target
 
 __all__ = [
@@ -394,7 +393,7 @@ class Method:
         declared = {option.name: option for option in cls.options}
         unknown = sorted(set(given) - set(declared))
         if unknown:
-            close = [match for name in unknown for match in difflib.get_close_matches(name, declared, n=1)]
+            close = [match for match in (closest(name, declared) for name in unknown) if match]
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             listed = ", ".join(f"{o.name} (default {o.default!r}): {o.help}" for o in cls.options) or "none"
             raise TypeError(f"method {cls.name!r} has no option {', '.join(map(repr, unknown))}{hint}. "

@@ -107,3 +107,12 @@ def test_16_bit_png_keeps_its_contrast(tmp_path):
     image = read_image(tmp_path / "deep.png")
     assert image.shape == (32, 64, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 0], np.round(ramp / 65535 * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("typed, meant", [("3dpw", "pw3d"), ("hrm", "hmr"), ("motionbret", "motionbert"),
+                                          ("sahm", "sahmr"), ("nonsense", None), ("optoin", None)])
+def test_close_names_are_suggested_and_far_ones_are_not(typed, meant):
+    from meshrec.errors import closest
+
+    names = ["hmr", "fit", "sahmr", "mahmr", "egohmr", "prohmr-scene", "motionbert", "pw3d", "pw3d-motionbert"]
+    assert closest(typed, names) == meant
