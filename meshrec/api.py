@@ -249,6 +249,20 @@ def _points(name: str, value: Any, source: str, layouts: Sequence[int], width: S
     return array
 
 
+def _scene(value: Any, source: str) -> np.ndarray:
+    """(N, 3) scene points in metres: given as points, or as a mesh / point-cloud file (.obj, .ply)."""
+    from meshrec.scene.points import check_scene_scale, sample_mesh_points
+
+    if isinstance(value, (str, Path)):
+        value = sample_mesh_points(value)
+    points = _points("scene", value, source, (2,), (3,))
+    try:
+        check_scene_scale(torch.from_numpy(points))
+    except ValueError as error:
+        raise ValueError(f"scene for {source}: {error}") from None
+    return points
+
+
 def _keypoints(value: Any, source: str, sequence: bool) -> np.ndarray:
     name = "keypoint_sequence" if sequence else "keypoints"
     array = _points(name, value, source, (3, 4) if sequence else (2, 3), (2, 3))
@@ -288,7 +302,7 @@ def _make_samples(items: list[tuple[str, Any]], single: bool, extras: dict[str, 
         if values.get("camera") is not None:
             sample.camera = _camera(values["camera"], source)
         if values.get("scene") is not None:
-            sample.scene = _points("scene", values["scene"], source, (2,), (3,))
+            sample.scene = _scene(values["scene"], source)
         if values.get("keypoints") is not None:
             sample.keypoints = _keypoints(values["keypoints"], source, sequence=False)
         if values.get("keypoint_sequence") is not None:
@@ -344,7 +358,8 @@ def predict(
             detectors; ``pip install ./plugins/detect``): a name, "auto" (a keypoint detector
             when keypoints are accepted, else the first that loads) or None (off).
         **per_input: extras per input item, by keyword: ``bbox=`` (4,) or (P, 4) pixels,
-            ``camera=`` (3, 3) intrinsics, ``scene=`` (N, 3) points in metres, ``keypoints=``
+            ``camera=`` (3, 3) intrinsics, ``scene=`` (N, 3) points in metres (or an .obj / .ply
+            file, sampled with :func:`meshrec.scene.sample_mesh_points`), ``keypoints=``
             (P, K, 3) pixels and confidence, ``keypoint_sequence=`` (T, P, K, 3). With several
             inputs, a list gives one value per input and an array is shared by all. Keywords
             that are not extras are passed to :func:`load_method` as method options.

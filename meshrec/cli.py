@@ -212,7 +212,9 @@ def _command_predict(args: argparse.Namespace) -> int:
                 extras[key] = per_file
     shared = {"keypoints": args.keypoints, "keypoint_sequence": args.keypoint_sequence, "scene": args.scene}
     for key, file in shared.items():
-        if file:
+        if file and key == "scene" and Path(file).suffix.lower() in (".obj", ".ply"):
+            extras[key] = str(Path(file).expanduser())  # a mesh or scan: meshrec.predict samples it
+        elif file:
             extras[key] = _load_array(file, "--" + key.replace("_", "-"))
     if args.bbox is not None:
         extras["bbox"] = np.asarray(args.bbox, dtype=np.float64)
@@ -348,7 +350,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--keypoint-layout", metavar="NAME",
                          help="layout of the keypoints (the method option keypoint_layout: coco17, openpose25, h36m17)")
     predict.add_argument("--scene", metavar="FILE", help="(N, 3) scene points in the camera frame, metres "
-                         "(.npy, .npz, .json, .ply)")
+                         "(.npy, .npz, .json), or a mesh / scan (.obj, .ply)")
     predict.add_argument("--refine", metavar="METHOD", help="refine the predictions with this method (e.g. fit)")
     predict.add_argument("--detector", metavar="NAME",
                          help="detector for images without boxes/keypoints (`meshrec plugins` lists them; "

@@ -125,7 +125,7 @@ def test_batching_and_method_reuse(methods, images):
 def test_extras_reach_the_method_in_their_layouts(methods, images):
     method = meshrec.load_method("recorder", device="cpu")
     K = np.array([[500.0, 0, 32], [0, 500, 24], [0, 0, 1]])
-    meshrec.predict(images[0], method=method, bbox=[0, 0, 5, 5], camera=K, scene=np.zeros((10, 3)),
+    meshrec.predict(images[0], method=method, bbox=[0, 0, 5, 5], camera=K, scene=np.random.default_rng(0).uniform(1, 4, (10, 3)),
                     keypoints=np.ones((17, 2)))
     sample = method.batches[0][0]
     np.testing.assert_array_equal(sample.camera, K)

@@ -116,3 +116,13 @@ def test_close_names_are_suggested_and_far_ones_are_not(typed, meant):
 
     names = ["hmr", "fit", "sahmr", "mahmr", "egohmr", "prohmr-scene", "motionbert", "pw3d", "pw3d-motionbert"]
     assert closest(typed, names) == meant
+
+
+def test_scene_as_a_mesh_file_and_in_millimetres(tmp_path):
+    from meshrec.api import _scene
+
+    (tmp_path / "room.obj").write_text("v 0 0 3\nv 1 0 3\nv 0 1 3\nf 1 2 3\n")
+    points = _scene(tmp_path / "room.obj", "input[0]")
+    assert points.shape[1] == 3 and len(points) >= 3 and np.allclose(points[:, 2], 3)
+    with pytest.raises(ValueError, match="scene for input\\[0\\].*millimetres.*divide the points by 1000"):
+        _scene(points * 1000, "input[0]")

@@ -1,4 +1,5 @@
-"""Sparse-voxel scene encoding: SparseTensor, voxelisation, sparse convolution modules and SPVCNN.
+"""The scene: points from depth maps and meshes (:mod:`meshrec.scene.points`), and its sparse-voxel
+encoding (SparseTensor, voxelisation, sparse convolution modules and SPVCNN).
 
 Conventions are torchsparse 1.4's (see :mod:`meshrec.ops.sparse`): int32 coordinates (batch, x,
 y, z) in full-resolution voxel units, weights (K, C_in, C_out) with x-fastest offsets for odd
@@ -21,10 +22,14 @@ from meshrec.scene.functional import (
     voxelize,
 )
 from meshrec.scene.nn import SparseBatchNorm, SparseConv3d, SparseDropout, SparseLeakyReLU, SparseReLU
+from meshrec.scene.points import check_scene_scale, points_from_depth, sample_mesh_points
 from meshrec.scene.spvcnn import SPVCNN, SPVCNNOutput
 from meshrec.scene.tensor import KernelMap, SparseTensor, cat
 
 __all__ = [
+    "check_scene_scale",
+    "points_from_depth",
+    "sample_mesh_points",
     "KernelMap",
     "SPVCNN",
     "SPVCNNOutput",

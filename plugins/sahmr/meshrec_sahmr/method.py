@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import meshrec
-from meshrec_sahmr.scene import check_scene_scale, points_in_frustum, square_box
+from meshrec.scene.points import check_scene_scale
+from meshrec_sahmr.scene import points_in_frustum, square_box
 
 __all__ = ["H36M_JOINT_NAMES", "SAHMR", "crop_square"]
 
@@ -115,8 +116,8 @@ class SAHMR(meshrec.Method):
             check_scene_scale(torch.as_tensor(np.asarray(sample.scene)))
         except ValueError as error:
             raise ValueError(f"{sample.source}: {error}. The scene is (N, 3) points in the camera frame (x right, "
-                             "y down, z forward), metres: e.g. meshrec_sahmr.points_from_depth(depth, K) for a depth "
-                             "map, meshrec_sahmr.sample_mesh_points('scan.ply') for a mesh") from None
+                             "y down, z forward), metres: e.g. meshrec.scene.points_from_depth(depth, K) for a depth "
+                             "map, meshrec.scene.sample_mesh_points('scan.ply') for a mesh") from None
 
     def _inputs(self, samples: list[meshrec.Sample]):
         crops, boxes, cameras, clouds, owners = [], [], [], [], []

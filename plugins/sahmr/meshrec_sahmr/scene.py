@@ -1,17 +1,14 @@
-"""Scene inputs for SA-HMR: the box frustum crop, depth maps and meshes to points, unit checks.
+"""Scene inputs for SA-HMR: the box frustum crop. (Depth maps and meshes to points, and the unit
+check of scene points, are meshrec's: :mod:`meshrec.scene.points`.)
 
 All points are in the OpenCV camera frame (x right, y down, z forward), metres.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
-__all__ = ["check_scene_scale", "points_from_depth", "points_in_frustum", "sample_mesh_points", "square_box",
-           "frustum_corners"]
+__all__ = ["frustum_corners", "points_in_frustum", "square_box"]
 
 
 def square_box(bbox: torch.Tensor, scale: float = 1.15) -> torch.Tensor:
@@ -44,105 +41,3 @@ def points_in_frustum(points: torch.Tensor, bbx_lurb: torch.Tensor, K: torch.Ten
     normals = torch.linalg.cross(a - origin, b - origin, dim=-1)  # (6, 3), pointing outwards
     inside = (torch.einsum("nfc,fc->nf", points[:, None] - origin, normals) <= 0).all(-1)
     return points[inside]
-
-
-def points_from_depth(depth: torch.Tensor | np.ndarray, K: torch.Tensor | np.ndarray, stride: int = 1,
-                      max_depth: float | None = None) -> torch.Tensor:
-    """Back-projects a depth map to camera-frame points (metres), one per valid pixel.
-
-    Args:
-        depth: (H, W) depth along the optical axis (z), metres; 0, negative or non-finite = no data.
-        K: (3, 3) intrinsics of the depth map's pixels (pixel centres at integer coordinates).
-        stride: use every ``stride``-th pixel in both directions.
-        max_depth: drop points farther than this (metres).
-
-    Returns: (N, 3) float points, x right, y down, z forward.
-    """
-    depth = torch.as_tensor(depth)
-    K = torch.as_tensor(K, dtype=torch.float64)
-    if depth.dim() != 2:
-        raise ValueError(f"depth must be an (H, W) map in metres, got shape {tuple(depth.shape)}")
-    if K.shape != (3, 3):
-        raise ValueError(f"K must be a (3, 3) intrinsics matrix, got shape {tuple(K.shape)}")
-    dtype = depth.dtype if depth.dtype.is_floating_point else torch.float32
-    v, u = torch.meshgrid(torch.arange(0, depth.shape[0], stride), torch.arange(0, depth.shape[1], stride),
-                          indexing="ij")
-    z = depth[::stride, ::stride].to(torch.float64)
-    valid = torch.isfinite(z) & (z > 0)
-    if max_depth is not None:
-        valid &= z <= max_depth
-    z, u, v = z[valid], u[valid].double(), v[valid].double()
-    # Full pinhole inverse (skew included).
-    y = (v - K[1, 2]) / K[1, 1]
-    x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
-    return torch.stack([x * z, y * z, z], dim=-1).to(dtype)
-
-
-def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    vertices, faces = [], []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            words = line.split()
-            if not words:
-                continue
-            if words[0] == "v":
-                vertices.append([float(w) for w in words[1:4]])
-            elif words[0] == "f":
-                ids = [int(w.split("/")[0]) for w in words[1:]]
-                ids = [i - 1 if i > 0 else len(vertices) + i for i in ids]
-                faces += [[ids[0], ids[k], ids[k + 1]] for k in range(1, len(ids) - 1)]  # fan
-    return np.asarray(vertices, dtype=np.float64).reshape(-1, 3), np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-
-
-def sample_mesh_points(path: str | Path, spacing: float = 0.02, max_points: int = 2_000_000, seed: int = 0) -> torch.Tensor:
-    """Scene points from a mesh file in the camera frame, metres.
-
-    OBJ: the vertices plus area-uniform samples on the triangles, about one per ``spacing``^2 of
-    surface (SA-HMR's scenes are 2 cm clouds), at most ``max_points``, deterministic for a seed.
-    PLY: its vertices (a scan's vertex cloud; faces are not read)."""
-    from meshrec.io.meshes import read_ply_points
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"scene mesh {path} does not exist")
-    if path.suffix.lower() == ".ply":
-        return torch.as_tensor(read_ply_points(path)).float()
-    if path.suffix.lower() != ".obj":
-        raise ValueError(f"scene mesh {path}: only .obj and .ply are read")
-    vertices_np, faces_np = _read_obj(path)
-    vertices, faces = torch.as_tensor(vertices_np), torch.as_tensor(faces_np)
-    if faces.numel() == 0:
-        return vertices.float()
-    a, b, c = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
-    areas = torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1) / 2
-    count = int(min(max_points, max(1, round(float(areas.sum()) / spacing ** 2))))
-    generator = torch.Generator().manual_seed(seed)
-    chosen = torch.multinomial(areas / areas.sum(), count, replacement=True, generator=generator)
-    r1 = torch.rand(count, 1, generator=generator, dtype=torch.float64).sqrt()
-    r2 = torch.rand(count, 1, generator=generator, dtype=torch.float64)
-    samples = (1 - r1) * a[chosen] + r1 * (1 - r2) * b[chosen] + r1 * r2 * c[chosen]
-    return torch.cat([vertices, samples]).float()
-
-
-def check_scene_scale(points: torch.Tensor) -> None:
-    """Raises ValueError for scene points that cannot be metres in a camera frame: empty, not
-    (N, 3), non-finite, or about 1000x too large (millimetres) or too small (kilometres)."""
-    if points.dim() != 2 or points.shape[1] != 3:
-        raise ValueError(f"the scene must be (N, 3) points in metres, camera frame; got shape {tuple(points.shape)}")
-    if points.shape[0] == 0:
-        raise ValueError("the scene has no points")
-    if not bool(torch.isfinite(points).all()):
-        raise ValueError("the scene has NaN or infinite points: drop them (e.g. invalid depth pixels) first")
-    # A room or a street seen by a camera spans ~1-50 m and lies within ~100 m: its median distance
-    # to the camera is between ~0.3 m and ~100 m. The same scene in millimetres is 1000x farther.
-    distance = float(points.double().norm(dim=1).median())
-    if distance > 300.0:
-        raise ValueError(
-            f"the scene's points lie {distance:.0f} units from the camera (median): that looks like millimetres "
-            f"(SA-HMR needs metres); divide the points by 1000"
-            if distance < 3e5 else f"the scene's points lie {distance:.3g} units from the camera (median): "
-            "SA-HMR needs metres in the camera frame")
-    if distance < 0.05:
-        raise ValueError(
-            f"the scene's points lie {distance:.2g} units from the camera (median): that looks like kilometres "
-            "or a normalised cloud, SA-HMR needs metres in the camera frame")

@@ -11,7 +11,8 @@ import torch
 
 from meshrec_sahmr.metro import CPOSE
 from meshrec_sahmr.rcnet import crop_near_anchors, voxel_features
-from meshrec_sahmr.scene import points_in_frustum, points_from_depth, square_box
+from meshrec.scene import points_from_depth
+from meshrec_sahmr.scene import points_in_frustum, square_box
 from sahmr_synthetic import tiny_network
 
 TOL = dict(rtol=0, atol=1e-10)
@@ -261,7 +262,7 @@ def test_square_box_and_points_from_depth():
 
 
 def test_scene_from_a_mesh_file(tmp_path):
-    from meshrec_sahmr.scene import sample_mesh_points
+    from meshrec.scene import sample_mesh_points
 
     obj = tmp_path / "floor.obj"
     # a 1 m x 2 m quad (two triangles, one as a fan of a quad face) at y = 1.2 m, z in [2, 4]
