@@ -13,6 +13,7 @@ option) makes sampling reproducible.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,8 @@ class EgoHMR(_EgoHMRBase):
                        type=float),
         meshrec.Option("diffuse_fuse", True, "invisible joints from the scene-only denoiser (EgoHMR's test default)"),
         meshrec.Option("pelvis_vis_loosen", True, "hips take the knees' visibility (EgoHMR's test default)"),
+        meshrec.Option("keypoint_layout", "openpose25", "layout of keypoints= (OpenPose BODY_25, as EgoBody's files; "
+                       "also what a keypoint detector is asked for)", choices=("openpose25",)),
         meshrec.Option("bbox_scale", 1.2, "crop side over the box's longer side (EgoHMR --add_bbox_scale)", type=float),
         meshrec.Option("cube_size", 2.0, "side of the scene cube around the stage-1 translation, metres", type=float),
         meshrec.Option("cube_points", 20000, "points kept in the cube (uniform sub-sampling)", type=_positive_int),
@@ -271,9 +274,10 @@ class EgoHMR(_EgoHMRBase):
         stage-1 mode's joints projected into the image (see :func:`visibility_from_projection`)."""
         if all(sample.keypoints is not None for sample in samples):
             keypoints = torch.cat([torch.as_tensor(np.asarray(sample.keypoints), dtype=torch.float32) for sample in samples])
-            if len(keypoints) != len(owner):
-                raise ValueError("keypoints must hold one BODY_25 set per person box, in the boxes' order")
-            return visibility_from_openpose(keypoints.to(self.device), loosen=self.options["pelvis_vis_loosen"])
+            if len(keypoints) == len(owner):
+                return visibility_from_openpose(keypoints.to(self.device), loosen=self.options["pelvis_vis_loosen"])
+            warnings.warn("meshrec-egohmr: keypoints= do not hold one BODY_25 set per person box (in the boxes' "
+                          "order); visibility falls back to projecting stage 1's joints", stacklevel=2)
         _, joints = self.bodies(first["rotmat"], first["betas"], first["transl"])
         masks = [visibility_from_projection(joints[i:i + 1, 0, :24], self.intrinsics(person)[i:i + 1], info["image_size"][i])
                  for i in range(len(owner))]
