@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -123,7 +124,7 @@ def _resolve_body_model(method_class: type[Method], body_model: Any, device: tor
 
 def load_method(
     name: str,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Mapping[str, str | Path] | None = None,
     body_model: str | Path | nn.Module | None = None,
     device: str | torch.device | None = None,
     **config: Any,
@@ -132,7 +133,9 @@ def load_method(
 
     Args:
         name: a registered method (see :func:`list_methods`).
-        checkpoint: the method's weights (the upstream's released file) when it needs them.
+        checkpoint: the method's weights (the upstream's released file) when it needs them; a
+            release folder, or a mapping of files by role (``{"stage1": ..., "stage2": ...}``),
+            for methods whose weights come in several files.
         body_model: a folder or file with the SMPL files, or a body-model module; None searches
             ``MESHREC_BODY_MODELS`` and ``~/.cache/meshrec/body_models``.
         device: None for CUDA when available, else CPU.
@@ -146,8 +149,12 @@ def load_method(
     method_class = get_method_class(name)
     options = method_class.resolve_options(config)
     resolved_device = resolve_device(device)
-    checkpoint_path = None
-    if checkpoint is not None:
+    checkpoint_path: Any = None
+    if isinstance(checkpoint, Mapping):  # several files by role, e.g. {"stage1": ..., "stage2": ...}
+        checkpoint_path = {str(role): Path(path).expanduser() for role, path in checkpoint.items()}
+        for path in checkpoint_path.values():
+            identify_checkpoint(path)
+    elif checkpoint is not None:
         checkpoint_path = Path(checkpoint).expanduser()
         if not checkpoint_path.is_dir():  # a release folder (EgoHMR's) is the method's to read
             identify_checkpoint(checkpoint_path)  # cheap: a wrong file is named before the body model loads

@@ -89,3 +89,28 @@ def test_untrusted_advice_is_spelled_for_the_front_door(tmp_path):
             load_checkpoint(path)
     finally:
         front_door.reset(token)
+
+
+def test_several_files_by_role_and_release_folders(weighted, tmp_path, body_models_dir):
+    seen = []
+
+    class Staged(Weighted):
+        name = "staged"
+
+        @classmethod
+        def build(cls, checkpoint, body_model, device, trust_checkpoint):
+            seen.append(checkpoint)
+            return cls(torch.nn.Identity(), body_model, device, trust_checkpoint=trust_checkpoint)
+
+    meshrec.plugins.get_plugin_manager().methods().add(Staged)
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({}, first)
+    torch.save({}, second)
+    meshrec.load_method("staged", checkpoint={"stage1": first, "stage2": str(second)}, body_model=body_models_dir,
+                        device="cpu")
+    assert seen[-1] == {"stage1": first, "stage2": second}
+    meshrec.load_method("staged", checkpoint=tmp_path, body_model=body_models_dir, device="cpu")
+    assert seen[-1] == tmp_path
+    second.write_text("oops")
+    with pytest.raises(CheckpointError, match="b.pt is not a torch checkpoint at all"):
+        meshrec.load_method("staged", checkpoint={"stage1": first, "stage2": second}, body_model=body_models_dir)
