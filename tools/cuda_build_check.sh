@@ -112,8 +112,8 @@ if [ "$PYTEST_ARGS" != none ]; then
 fi
 
 step "GPU script, dry run (tools/gpu_check.sh --dry-run)"
-bash "$ROOT/tools/gpu_check.sh" --dry-run --skip-build --python "$PY" --workdir "$WORK" \
-  --out "$ROOT/build/cuda-check-report"
-cat "$ROOT/build/cuda-check-report/gpu_check_report.md" | sed -n '1,/^## meshrec info/p'
+REPORT_DIR="$(dirname "$WORK")/cuda-check-report"
+bash "$ROOT/tools/gpu_check.sh" --dry-run --skip-build --python "$PY" --workdir "$WORK" --out "$REPORT_DIR"
+sed -n '1,/^## meshrec info/p' "$REPORT_DIR/gpu_check_report.md"
 
 step "done"
