@@ -22,11 +22,13 @@ from meshrec.scene.functional import (
     voxelize,
 )
 from meshrec.scene.nn import SparseBatchNorm, SparseConv3d, SparseDropout, SparseLeakyReLU, SparseReLU
-from meshrec.scene.points import check_scene_scale, points_from_depth, sample_mesh_points
+from meshrec.scene.points import Box, box_surface_points, check_scene_scale, points_from_depth, sample_mesh_points
 from meshrec.scene.spvcnn import SPVCNN, SPVCNNOutput
 from meshrec.scene.tensor import KernelMap, SparseTensor, cat
 
 __all__ = [
+    "Box",
+    "box_surface_points",
     "check_scene_scale",
     "points_from_depth",
     "sample_mesh_points",

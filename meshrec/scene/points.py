@@ -1,17 +1,19 @@
 """Scene points for the methods that take a scene (SA-HMR, EgoHMR, the fit's scene terms): depth
-maps and mesh files to points, and the check that points are metres in the camera frame.
+maps and mesh files to points, box primitives (synthetic scenes: the demo, tests), and the check
+that points are metres in the camera frame.
 
 All points are in the OpenCV camera frame (x right, y down, z forward), metres.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["check_scene_scale", "points_from_depth", "sample_mesh_points"]
+__all__ = ["Box", "box_surface_points", "check_scene_scale", "points_from_depth", "sample_mesh_points"]
 
 
 def points_from_depth(depth: torch.Tensor | np.ndarray, K: torch.Tensor | np.ndarray, stride: int = 1,
@@ -114,3 +116,39 @@ def check_scene_scale(points: torch.Tensor) -> None:
         raise ValueError(
             f"the scene's points lie {distance:.2g} units from the camera (median): that looks like kilometres "
             "or a normalised cloud, meshrec needs metres in the camera frame")
+
+
+@dataclass
+class Box:
+    """An axis-aligned box in the world frame."""
+
+    centre: tuple[float, float, float]
+    size: tuple[float, float, float]
+
+    def signed_distance(self, points: torch.Tensor) -> torch.Tensor:
+        """(..., 3) world points -> (...) signed distance, negative inside."""
+        half = torch.as_tensor(self.size, dtype=points.dtype) / 2
+        offset = (points - torch.as_tensor(self.centre, dtype=points.dtype)).abs() - half
+        outside = offset.clamp(min=0).norm(dim=-1)
+        inside = offset.amax(dim=-1).clamp(max=0)
+        return outside + inside
+
+    def mesh(self, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """The box's surface as a triangle mesh: world-frame corners (8, 3) and faces (12, 3),
+        two triangles per side, wound counter-clockwise seen from outside."""
+        signs = torch.tensor([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], dtype=dtype)
+        vertices = torch.as_tensor(self.centre, dtype=dtype) + signs * torch.as_tensor(self.size, dtype=dtype)
+        # Corner index = 4 x_bit + 2 y_bit + z_bit; each side's quad listed counter-clockwise from outside.
+        quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+        faces = torch.tensor([tri for a, b, c, d in quads for tri in ((a, b, c), (a, c, d))], dtype=torch.long)
+        return vertices, faces
+
+
+def box_surface_points(box: Box, count: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    """(count, 3) points uniformly on the surface of ``box`` (faces chosen by area)."""
+    size = torch.as_tensor(box.size, dtype=dtype)
+    areas = torch.stack([size[1] * size[2], size[0] * size[2], size[0] * size[1]]).repeat_interleave(2)
+    face = torch.multinomial(areas, count, replacement=True, generator=generator)
+    uv = torch.rand(count, 3, generator=generator, dtype=dtype) - 0.5
+    uv[torch.arange(count), face // 2] = torch.where(face % 2 == 0, -0.5, 0.5).to(dtype)
+    return torch.as_tensor(box.centre, dtype=dtype) + uv * size

@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from meshrec.scene.points import Box, box_surface_points
+
 __all__ = [
     "random_voxel_coords",
     "surface_voxel_coords",

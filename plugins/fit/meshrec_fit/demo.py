@@ -28,7 +28,8 @@ from meshrec.camera import project
 from meshrec.errors import BodyModelNotFoundError
 from meshrec.io.meshes import write_obj, write_ply
 from meshrec.io.render import Mesh, render_meshes
-from meshrec_fit.demo_scene import Box, FloorAndBoxes, look_at
+from meshrec.scene.points import Box
+from meshrec_fit.demo_scene import FloorAndBoxes, look_at
 
 __all__ = ["run_demo"]
 
