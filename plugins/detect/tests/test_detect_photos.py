@@ -86,12 +86,16 @@ def test_blazepose_finds_the_standing_people_with_keypoints_inside_their_boxes()
 
 
 @pytest.mark.slow
-def test_fit_on_the_photo_reprojects_onto_the_detected_keypoints_and_renders_over_the_people(body_models_dir):
+def test_fit_on_the_photo_reprojects_onto_the_detected_keypoints_and_renders_over_the_people(body_models_dir,
+                                                                                           monkeypatch):
     _mediapipe()
     import meshrec
     from meshrec.camera import default_intrinsics
+    from meshrec.io import overlay
     from meshrec.io.overlay import render_overlay
     from meshrec.io.render import rasterize
+
+    monkeypatch.setattr(overlay, "_warned_default", False)  # the warning comes once per process
 
     image = _image()
     with pytest.warns(UserWarning, match="default focal length = image diagonal"):
