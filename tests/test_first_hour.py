@@ -126,3 +126,24 @@ def test_scene_as_a_mesh_file_and_in_millimetres(tmp_path):
     assert points.shape[1] == 3 and len(points) >= 3 and np.allclose(points[:, 2], 3)
     with pytest.raises(ValueError, match="scene for input\\[0\\].*millimetres.*divide the points by 1000"):
         _scene(points * 1000, "input[0]")
+
+
+def test_an_evaluator_counts_invalid_samples_and_never_scores_them_well():
+    from meshrec import metrics
+
+    generator = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(4, 17, 3, generator=generator), torch.randn(4, 17, 3, generator=generator)
+    clean = metrics.evaluator("standard", joint_regressor=np.eye(17))
+    clean.update(pred_joints=pred, target_joints=target)
+    report = clean.compute()
+    assert report["num_invalid_samples"] == 0 and np.isfinite(report["MPJPE"])
+    broken = pred.clone()
+    broken[2, 5] = float("nan")
+    evaluator = metrics.evaluator("standard", joint_regressor=np.eye(17))
+    with pytest.raises(ValueError, match=r"pred_joints contains NaN \(samples \[2\]"):
+        evaluator.update(pred_joints=broken, target_joints=target)
+    broken[2, 5] = float("inf")  # a body that blew up: counted, and no average it enters is finite
+    evaluator.update(pred_joints=broken, target_joints=target)
+    report = evaluator.compute()
+    assert report["num_invalid_samples"] == 1 and report["num_samples"] == 4
+    assert not np.isfinite(report["MPJPE"]) and not np.isfinite(report["PA-MPJPE"])

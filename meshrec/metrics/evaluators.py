@@ -118,6 +118,17 @@ class Evaluator:
         values = values.detach().to("cpu", torch.float64)
         self._values.setdefault(key, []).append(values.reshape(values.shape[0], -1) if values.dim() else values.reshape(1, 1))
 
+    def num_invalid_samples(self) -> int:
+        """Samples with a non-finite value in any accumulated metric (a NaN or infinite body, scene
+        or joint). They are not dropped: every average they enter is NaN, so an invalid output
+        never scores well; this count says how many there were."""
+        invalid = torch.zeros(self._num_samples, dtype=torch.bool)
+        for blocks in self._values.values():
+            values = torch.cat(blocks) if blocks else torch.zeros(0, 1, dtype=torch.float64)
+            if len(values) == self._num_samples:  # per-sample metrics (not per-sequence ones)
+                invalid |= ~torch.isfinite(values).all(dim=1)
+        return int(invalid.sum())
+
     def _cat(self, key: str) -> torch.Tensor:
         if key not in self._values:
             return torch.zeros(0, 1, dtype=torch.float64)
@@ -140,9 +151,13 @@ def _pooled(errors: torch.Tensor, mask: torch.Tensor | None) -> float:
 
 
 def _per_frame(errors: torch.Tensor, mask: torch.Tensor | None) -> float:
-    """Mean over frames of the per-frame mean (frames without valid entries skipped)."""
+    """Mean over frames of the per-frame mean (frames without valid entries skipped; a frame
+    with a non-finite error makes the result NaN)."""
     per_frame = F.masked_mean(errors, mask)
-    return float(torch.nanmean(per_frame))
+    if mask is None:
+        return float(per_frame.mean())
+    has_entries = mask.to(torch.bool).any(dim=-1)
+    return float(per_frame[has_entries].mean()) if bool(has_entries.any()) else float("nan")
 
 
 class JointMeshEvaluator(Evaluator):
@@ -312,6 +327,7 @@ class JointMeshEvaluator(Evaluator):
                     if accel.numel():
                         report["ACCEL"] = float(accel.mean())
         report["num_samples"] = self._num_samples
+        report["num_invalid_samples"] = self.num_invalid_samples()
         return report
 
 
@@ -377,6 +393,7 @@ class SceneEvaluator(Evaluator):
             if key in self._values:
                 report[key] = float(self._cat(key).mean())
         report["num_samples"] = self._num_samples
+        report["num_invalid_samples"] = self.num_invalid_samples()
         return report
 
 
@@ -525,6 +542,7 @@ class EgoBodyEvaluator(Evaluator):
             if key in self._values:
                 report[key] = float(self._cat(key).mean())
         report["num_samples"] = self._num_samples
+        report["num_invalid_samples"] = self.num_invalid_samples()
         return report
 
 
