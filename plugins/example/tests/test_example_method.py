@@ -84,3 +84,13 @@ def test_people_of_a_batch_go_back_to_their_images(example):
     alone = meshrec.predict(images[1], method=example, bbox=boxes[1])
     torch.testing.assert_close(predictions[1].vertices, alone.vertices)
     assert predictions[0].extras["camera"].shape == (2, 3, 3)
+
+
+def test_to_moves_every_tensor_the_method_holds(example):
+    """State attached after construction (rest_vertices, rotation) moves with the network."""
+    example.extra_tensors = {"nested": [torch.zeros(2)]}
+    moved = example.to("meta")
+    assert moved is example and example.device == torch.device("meta")
+    for tensor in (example.rest_vertices, example.rest_joints, example.rotation, example.extra_tensors["nested"][0],
+                   next(example.model.buffers()), example.body_model.v_template):
+        assert tensor.device.type == "meta"
