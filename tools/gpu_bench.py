@@ -37,7 +37,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
+
+# The alternatives and the scene the CPU benchmarks use (benchmarks/), one definition each.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from test_bench_metrics import room_scene  # noqa: E402
+from test_bench_sparse import dense_conv  # noqa: E402
 
 
 @dataclass
@@ -185,22 +189,6 @@ def bench_smpl(b: Bench) -> None:
 
 
 # ---- sparse convolution -------------------------------------------------------------------------
-
-
-def dense_conv(coords: torch.Tensor, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The same submanifold layer as dense conv3d on the voxels' bounding grid, read back at the voxels."""
-    from meshrec import ops
-
-    low = coords[:, 1:].amin(0)
-    side = int((coords[:, 1:].amax(0) - low).max()) + 1
-    xyz = (coords[:, 1:] - low).long()
-    grid = features.new_zeros(1, features.shape[1], side, side, side)
-    grid[0, :, xyz[:, 0], xyz[:, 1], xyz[:, 2]] = features.T
-    offsets = ops.kernel_offsets(3, device=features.device) + 1
-    kernel = weight.new_zeros(weight.shape[2], weight.shape[1], 3, 3, 3)
-    kernel[:, :, offsets[:, 0], offsets[:, 1], offsets[:, 2]] = weight.permute(2, 1, 0)
-    out = F.conv3d(grid, kernel, padding=1)
-    return out[0, :, xyz[:, 0], xyz[:, 1], xyz[:, 2]].T
 
 
 def spconv_layer(coords: torch.Tensor, features: torch.Tensor, weight: torch.Tensor):
@@ -388,25 +376,6 @@ def cdist_nearest(queries: torch.Tensor, points: torch.Tensor, chunk: int = 16_3
     for start in range(0, points.shape[0], chunk):
         best = torch.minimum(best, torch.cdist(queries, points[start : start + chunk]).amin(-1))
     return best
-
-
-def room_scene(count: int, generator: torch.Generator) -> torch.Tensor:
-    """A 6 x 6 x 2.5 m room: floor, four walls and a table-sized box, sampled on their surfaces."""
-    per = count // 7
-    box = torch.tensor([6.0, 2.5, 6.0], dtype=torch.float64)
-    corner = torch.tensor([-3.0, 0.0, -3.0], dtype=torch.float64)
-    floor = corner + box * torch.rand(2 * per, 3, generator=generator, dtype=torch.float64)
-    floor[:, 1] = 0.0
-    parts = [floor]
-    for axis, side in ((0, -3.0), (0, 3.0), (2, -3.0), (2, 3.0)):
-        wall = corner + box * torch.rand(per, 3, generator=generator, dtype=torch.float64)
-        wall[:, axis] = side
-        parts.append(wall)
-    rest = count - 6 * per
-    table = torch.tensor([0.8, 0.0, -2.0], dtype=torch.float64) + torch.tensor(
-        [1.2, 0.75, 0.8], dtype=torch.float64) * torch.rand(rest, 3, generator=generator, dtype=torch.float64)
-    parts.append(table)
-    return torch.cat(parts)
 
 
 # ---- report -----------------------------------------------------------------------------------
