@@ -40,7 +40,7 @@ import torch
 
 # The alternatives and the scene the CPU benchmarks use (benchmarks/), one definition each.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from test_bench_metrics import room_scene  # noqa: E402
+from test_bench_metrics import room_scene, torch_svd_pa_mpjpe  # noqa: E402
 from test_bench_sparse import dense_conv  # noqa: E402
 
 
@@ -284,22 +284,6 @@ def bench_sparse(b: Bench) -> None:
 
 
 # ---- metrics ----------------------------------------------------------------------------------
-
-
-def torch_svd_pa_mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The usual batched version (VIBE's batch_compute_similarity_transform_torch)."""
-    mu1, mu2 = pred.mean(1, keepdim=True), target.mean(1, keepdim=True)
-    x1, x2 = pred - mu1, target - mu2
-    K = x1.transpose(1, 2) @ x2
-    U, _, Vh = torch.linalg.svd(K)
-    V = Vh.transpose(1, 2)
-    Z = torch.ones(pred.shape[0], 3, dtype=pred.dtype, device=pred.device)
-    Z[:, -1] = torch.sign(torch.linalg.det(U @ Vh))
-    R = (V * Z[:, None, :]) @ U.transpose(1, 2)
-    scale = (R * K.transpose(1, 2)).sum((1, 2)) / x1.square().sum((1, 2))
-    t = mu2 - scale[:, None, None] * (mu1 @ R.transpose(1, 2))
-    aligned = scale[:, None, None] * (pred @ R.transpose(1, 2)) + t
-    return torch.linalg.vector_norm(aligned - target, dim=-1).mean(-1)
 
 
 def bench_metrics(b: Bench) -> None:
