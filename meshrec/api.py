@@ -378,7 +378,6 @@ def predict(
         raise ValueError(f"bbox_format must be 'xywh' or 'xyxy', got {bbox_format!r}")
     extras = {key: per_input.pop(key) for key in list(per_input) if key in Input.keywords()}
     items, single = _expand_inputs(inputs, extras)
-    samples = _make_samples(items, single, extras, bbox_format)
 
     if isinstance(method, Method):
         if per_input:
@@ -394,6 +393,7 @@ def predict(
     if unused:
         raise ValueError(f"method {method_class.name!r} does not use {unused}; it accepts "
                          f"{sorted(item.value for item in accepted)}")
+    samples = _make_samples(items, single, extras, bbox_format)
     if detector is not None:
         from meshrec.detectors import detect_missing_inputs
 

@@ -44,11 +44,13 @@ CLI_SPELLINGS = {
 
 def closest(name: str, candidates) -> str | None:
     """The candidate ``name`` was most likely meant to be (typos, swapped letters: "3dpw" for
-    "pw3d"), or None when none is close."""
+    "pw3d", a part of the name: "scale" for "bbox_scale"), or None when none is close."""
     from difflib import SequenceMatcher
 
     def similarity(other: str) -> float:
-        return max(SequenceMatcher(None, name, other).ratio(), SequenceMatcher(None, sorted(name), sorted(other)).ratio())
+        contained = 0.75 if min(len(name), len(other)) >= 3 and (name in other or other in name) else 0.0
+        return max(SequenceMatcher(None, name, other).ratio(), SequenceMatcher(None, sorted(name), sorted(other)).ratio(),
+                   contained)
 
     scored = sorted(((similarity(other), other) for other in set(candidates) if other != name), reverse=True)
     return scored[0][1] if scored and scored[0][0] >= 0.7 else None

@@ -110,11 +110,13 @@ def test_16_bit_png_keeps_its_contrast(tmp_path):
 
 
 @pytest.mark.parametrize("typed, meant", [("3dpw", "pw3d"), ("hrm", "hmr"), ("motionbret", "motionbert"),
-                                          ("sahm", "sahmr"), ("nonsense", None), ("optoin", None)])
+                                          ("sahm", "sahmr"), ("nonsense", None), ("optoin", None),
+                                          ("scale", "bbox_scale")])
 def test_close_names_are_suggested_and_far_ones_are_not(typed, meant):
     from meshrec.errors import closest
 
-    names = ["hmr", "fit", "sahmr", "mahmr", "egohmr", "prohmr-scene", "motionbert", "pw3d", "pw3d-motionbert"]
+    names = ["hmr", "fit", "sahmr", "mahmr", "egohmr", "prohmr-scene", "motionbert", "pw3d", "pw3d-motionbert",
+             "bbox_scale", "trust_checkpoint"]
     assert closest(typed, names) == meant
 
 
