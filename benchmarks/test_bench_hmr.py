@@ -26,7 +26,7 @@ def hmr(tmp_path_factory):
     torch.save({"meta": {}, "state_dict": mmhuman3d_hmr_state_dict()}, checkpoint)
     body = meshrec.body.SMPL(write_synthetic_body_models(folder / "models"), create_transl=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return HMR.build(checkpoint, body.to(device), torch.device(device))
+    return HMR.build(checkpoint, body.to(device), torch.device(device), **HMR.resolve_options({}))
 
 
 @pytest.mark.benchmark(group="hmr-predict")

@@ -54,7 +54,8 @@ def mahmr(tmp_path_factory):
     models = write_synthetic_body_models(folder / "models")
     body = meshrec.body.SMPL(models, create_transl=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return MAHMR.build(checkpoint, body.to(device), device, kid_template=str(models / "smpl_kid_template.npy"))
+    return MAHMR.build(checkpoint, body.to(device), device,
+                       **MAHMR.resolve_options({"kid_template": str(models / "smpl_kid_template.npy")}))
 
 
 def with_people(method, people: int):
