@@ -293,11 +293,21 @@ def _command_eval(args: argparse.Namespace) -> int:
 
 
 def _command_demo(args: argparse.Namespace) -> int:
+    import inspect
+
     from meshrec.api import get_method_class
 
     demo_of = get_method_class(args.method)
+    extra: dict[str, Any] = {}
+    if args.photo is not None:  # --photo (True: the method's sample photo) or --photo PATH
+        if "photo" not in inspect.signature(demo_of.demo).parameters:
+            raise SystemExit(f"meshrec demo: method {args.method!r} has no photo demo; `meshrec demo --photo` runs "
+                             "the 'fit' method's (pip install --no-build-isolation ./plugins/fit ./plugins/detect)")
+        extra = {"photo": True if args.photo == "" else Path(args.photo), "detector": args.detector}
+    elif args.detector is not None:
+        raise SystemExit("meshrec demo: --detector picks the photo demo's keypoint detector; add --photo")
     try:
-        demo_of.demo(out=Path(args.out), fast=args.fast, body_model=args.body_models, progress=args.progress)
+        demo_of.demo(out=Path(args.out), fast=args.fast, body_model=args.body_models, progress=args.progress, **extra)
     except NotImplementedError as error:
         raise SystemExit(f"meshrec demo: {error}; `meshrec demo` runs the 'fit' method's demo") from None
     return 0
@@ -374,7 +384,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_command_eval)
 
     demo = commands.add_parser("demo", help="fit SMPL to noisy keypoints of a person in a synthetic scene, "
-                               "with and without scene terms; no download (the meshrec-fit plugin's demo)")
+                               "with and without scene terms; no download (the meshrec-fit plugin's demo); "
+                               "--photo: detect, fit and draw the people of a real photo")
+    demo.add_argument("--photo", nargs="?", const="", default=None, metavar="PATH",
+                      help="run the photo demo instead: detect the people's keypoints (meshrec-detect), fit a body "
+                           "to each, draw them over the photo; without PATH, ultralytics' sample bus.jpg "
+                           "(pip install ultralytics --no-deps)")
+    demo.add_argument("--detector", metavar="NAME", help="the photo demo's keypoint detector (default: the first "
+                      "installed that loads; `meshrec plugins` lists them)")
     demo.add_argument("--method", default="fit", help="whose demo to run (default: fit)")
     demo.add_argument("--out", default="meshrec-demo", help="output folder (default: ./meshrec-demo)")
     demo.add_argument("--fast", action="store_true", help="shorter optimisation (CI); worse numbers")
