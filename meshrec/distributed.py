@@ -18,7 +18,12 @@ What each rank does:
   :func:`merge_evaluator` gathers a :class:`meshrec.metrics.Evaluator`'s per-sample values
   with their global sample indices, so the merged metrics equal a single-process run's
   (the same tensors in the same order, hence the same float64 numbers) and per-sample tables
-  keep the single-process order.
+  keep the single-process order. Evaluations whose state is not one row per sample (per-image
+  match tables, counts, lists in image order) use :func:`gather_indexed`: every rank's
+  per-item outputs in global item order, on every rank, then feed one accumulator in that
+  order, exactly as a single process does.
+- :func:`padded_batches` gives every rank the same number of batches, so that per-batch
+  collectives match up.
 - :class:`GlobalProgress` shows one bar, on rank 0, counting the items of every rank.
 
 Outside a torchrun job every function works as a single process of a world of one, so code
@@ -38,9 +43,8 @@ import torch.distributed as dist
 
 from meshrec.errors import MeshrecError
 
-__all__ = ["Job", "GlobalProgress", "gather", "init", "is_torchrun", "job", "merge_evaluator", "output_folder",
-           "predict", "predict_to_folder", "shard",
-           "shard_indices"]
+__all__ = ["Job", "GlobalProgress", "gather", "gather_indexed", "init", "is_torchrun", "job", "merge_evaluator",
+           "output_folder", "padded_batches", "predict", "predict_to_folder", "shard", "shard_indices"]
 
 T = TypeVar("T")
 
@@ -216,6 +220,52 @@ def gather(local: Sequence[T], total: int | None = None) -> list[T] | None:
         for position, value in zip(range(rank, count, current.world_size), part):
             merged[position] = value
     return merged
+
+
+def gather_indexed(indices: Sequence[int], items: Sequence[T], total: int | None = None) -> list[T]:
+    """Every rank's ``items`` in the order of their global ``indices``, returned on every rank.
+
+    For evaluations whose accumulated state does not fit :func:`merge_evaluator` (one row per
+    sample): each rank keeps its per-item outputs (e.g. one image's matched keypoints) with the
+    item's global index, and after this call every rank feeds one accumulator with all items in
+    index order, so the result is the single-process result exactly (same updates in the same
+    order). A collective: every rank must call it (a rank with no items passes empty lists).
+    Objects travel pickled (``all_gather_object``).
+
+    Args:
+        indices: (N,) the global index of each of this rank's items (for a
+            :func:`shard_indices` share: those indices), any order.
+        items: (N,) this rank's items, ``items[k]`` belonging to ``indices[k]``.
+        total: when given, the indices of all ranks together must be exactly ``0 .. total - 1``.
+
+    Returns:
+        All items of all ranks sorted by index (stable). In a world of one: ``items`` sorted by
+        ``indices``.
+
+    Raises:
+        MeshrecError: ``indices`` and ``items`` differ in length, two ranks (or one) gave the
+            same index, or (with ``total``) an index is missing or out of range.
+
+    >>> gather_indexed([2, 0], ["c", "a"])   # a world of one
+    ['a', 'c']
+    """
+    current = job()
+    indices = [int(i) for i in indices]
+    if len(indices) != len(items):
+        raise MeshrecError(f"rank {current.rank}: {len(indices)} indices for {len(items)} items")
+    pairs = list(zip(indices, items))
+    if current.distributed:
+        parts: list[Any] = [None] * current.world_size
+        dist.all_gather_object(parts, pairs)
+        pairs = [pair for part in parts for pair in part]
+    every = [index for index, _ in pairs]
+    if len(set(every)) != len(every):
+        raise MeshrecError("two ranks gave an item the same index; shard the items with "
+                           "meshrec.distributed.shard_indices")
+    if total is not None and sorted(every) != list(range(total)):
+        raise MeshrecError(f"the ranks gave {len(every)} items with indices that are not 0 .. {total - 1}; "
+                           "every item must be evaluated by exactly one rank")
+    return [item for _, item in sorted(pairs, key=lambda pair: pair[0])]
 
 
 def merge_evaluator(evaluator: Any, indices: Sequence[int] | torch.Tensor) -> Any:

@@ -17,18 +17,9 @@ from PIL import Image
 from meshrec import distributed
 from meshrec.cli import main
 from meshrec.testing.fixtures import body_models_dir  # noqa: F401  (fixture)
+from meshrec.testing.torchrun import torchrun
 
 OUTPUTS = [f"im{i}.{suffix}" for i in range(5) for suffix in ("npz", "ply")]
-
-
-def torchrun(*args: str, ranks: int = 2, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --standalone --nproc-per-node RANKS -m meshrec ARGS``."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-               "-m", "meshrec", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 @pytest.fixture
@@ -72,6 +63,13 @@ def test_outside_torchrun_the_helpers_are_a_world_of_one(monkeypatch):
     assert current.world_size == 1 and current.is_main and not current.distributed
     assert distributed.gather(["a", "b"]) == ["a", "b"]
     assert list(distributed.padded_batches([1, 2, 3], 2)) == [[1, 2], [3]]
+    assert distributed.gather_indexed([2, 0, 1], ["c", "a", "b"], total=3) == ["a", "b", "c"]
+    with pytest.raises(distributed.MeshrecError, match="2 indices for 1 items"):
+        distributed.gather_indexed([0, 1], ["a"])
+    with pytest.raises(distributed.MeshrecError, match="same index"):
+        distributed.gather_indexed([1, 1], ["a", "b"])
+    with pytest.raises(distributed.MeshrecError, match=r"not 0 \.\. 2"):
+        distributed.gather_indexed([0, 2], ["a", "c"], total=3)
 
 
 @pytest.mark.slow
@@ -160,9 +158,16 @@ for batch in distributed.padded_batches(indices, 2):  # batches of the rank's sh
         evaluator._num_samples += len(batch)
 merged = distributed.merge_evaluator(evaluator, indices)
 gathered = distributed.gather([f"item{i}" for i in indices], total=count)
-if job.is_main:
-    json.dump({"mpjpe": torch.cat(merged._values["mpjpe"]).tolist(), "count": len(merged),
-               "gathered": gathered, "world_size": job.world_size}, open(sys.argv[1], "w"))
+# per-item outputs given in any order: every rank gets all of them in index order
+indexed = distributed.gather_indexed(indices[::-1], [{"item": i, "rank": job.rank} for i in indices[::-1]], total=count)
+try:
+    distributed.gather_indexed([0], ["every rank claims item 0"])
+    duplicate = None
+except distributed.MeshrecError as error:
+    duplicate = str(error)
+json.dump({"mpjpe": torch.cat(merged._values["mpjpe"]).tolist(), "count": len(merged),
+           "gathered": gathered, "world_size": job.world_size, "indexed": indexed, "duplicate": duplicate},
+          open(f"{sys.argv[1]}.rank{job.rank}", "w"))
 '''
 
 
@@ -171,15 +176,16 @@ def test_merged_evaluator_holds_every_sample_in_global_order(tmp_path):
     script = tmp_path / "merge.py"
     script.write_text(MERGE_SCRIPT)
     out = tmp_path / "merged.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                             str(script), str(out), "7"], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    merged = json.loads(out.read_text())
+    torchrun(str(out), "7", script=script)
     expected = torch.arange(21, dtype=torch.float64).reshape(7, 3) ** 1.5 / 7
-    assert merged["world_size"] == 2 and merged["count"] == 7
-    assert torch.equal(torch.tensor(merged["mpjpe"], dtype=torch.float64), expected)
-    assert merged["gathered"] == [f"item{i}" for i in range(7)]
+    for rank in range(2):  # every rank holds the merged evaluator
+        merged = json.loads(Path(f"{out}.rank{rank}").read_text())
+        assert merged["world_size"] == 2 and merged["count"] == 7
+        assert torch.equal(torch.tensor(merged["mpjpe"], dtype=torch.float64), expected)
+        assert merged["indexed"] == [{"item": i, "rank": i % 2} for i in range(7)]
+        assert "same index" in merged["duplicate"]
+    assert json.loads(Path(f"{out}.rank0").read_text())["gathered"] == [f"item{i}" for i in range(7)]
+    assert json.loads(Path(f"{out}.rank1").read_text())["gathered"] is None  # gather: rank 0 only
 
 
 @pytest.mark.slow
@@ -286,11 +292,7 @@ def test_python_predict_over_two_ranks_returns_every_prediction_in_input_order(i
     script = tmp_path / "predict.py"
     script.write_text(PREDICT_SCRIPT)
     out = tmp_path / "predictions.npz"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                             str(script), json.dumps(paths), json.dumps(boxes), str(out), str(body_models_dir)],
-                            capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun(json.dumps(paths), json.dumps(boxes), str(out), str(body_models_dir), script=script)
     expected = meshrec.predict(paths, method="example", body_model=body_models_dir, device="cpu", bbox=boxes,
                                detector=None)
     with np.load(out) as saved:
@@ -330,3 +332,43 @@ def test_torchrun_fit_equals_a_single_process_run(body_models_dir, tmp_path):
             for key in numeric:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"f{i}:{key}")
         assert (tmp_path / "single" / f"f{i}.ply").read_bytes() == (tmp_path / "sharded" / f"f{i}.ply").read_bytes()
+
+
+UNSHARDED_PLUGIN = '''
+import meshrec
+
+
+def evaluate_unsharded(method, data_root, body_model, batch_size, progress):
+    raise AssertionError("an evaluation that cannot be split must not start under torchrun")
+
+
+@meshrec.hookimpl
+def meshrec_register_datasets(registry):
+    registry.add("unsharded", "unsharded_plugin:evaluate_unsharded", summary="takes no shard= argument")
+'''
+
+REFUSAL_SCRIPT = '''
+import sys
+import meshrec
+import unsharded_plugin
+from meshrec.plugins import PluginManager, reset_plugin_manager
+
+manager = PluginManager(discover=False)
+manager.register(unsharded_plugin, name="unsharded")
+reset_plugin_manager(manager)
+meshrec.evaluate("example", "unsharded", sys.argv[1])
+'''
+
+
+@pytest.mark.slow
+def test_torchrun_refuses_an_evaluation_that_takes_no_shard(tmp_path):
+    """meshrec.evaluate under 2 ranks: an evaluation function without ``shard=`` is refused
+    with a message before any method is loaded (every registered dataset is sharded now, so
+    the test registers its own)."""
+    (tmp_path / "unsharded_plugin.py").write_text(UNSHARDED_PLUGIN)
+    (tmp_path / "refuse.py").write_text(REFUSAL_SCRIPT)
+    result = torchrun(str(tmp_path), script=tmp_path / "refuse.py", pythonpath=[tmp_path], check=False)
+    assert result.returncode != 0
+    assert "the evaluation of dataset 'unsharded' cannot be split among torchrun ranks" in result.stderr
+    assert "run it without torchrun" in result.stderr
+    assert "must not start" not in result.stderr

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import meshrec
+from meshrec import distributed
 from meshrec.io.safe_pickle import restricted_load
 from meshrec.metrics import evaluator as make_evaluator
 from meshrec.rotations import rodrigues
@@ -162,7 +162,8 @@ def upstream_outputs(network: torch.nn.Module, x: torch.Tensor, flip: bool) -> d
 
 def evaluate_pw3d_motionbert(method: meshrec.Method, data_root: Path, body_model: Path | None, batch_size: int,
                              progress: bool, annotations: str | Path | None = None, limit: int | None = None,
-                             flip: bool = True, **options: Any) -> dict[str, Any]:
+                             flip: bool = True, shard: tuple[int, int] | None = None,
+                             **options: Any) -> dict[str, Any]:
     """Runs ``method`` (a loaded ``motionbert``) on MotionBERT's 3DPW test clips.
 
     Args:
@@ -174,6 +175,10 @@ def evaluate_pw3d_motionbert(method: meshrec.Method, data_root: Path, body_model
         annotations: the pickle, if not in the usual places.
         limit: evaluate only the first ``limit`` clips (a quick check; not the protocol).
         flip: upstream's flip averaging (True in its config).
+        shard: ``(rank, world_size)`` in a torchrun job (given by :func:`meshrec.evaluate`):
+            this rank runs clips rank, rank + W, ...; the ranks' per-frame errors are merged in
+            clip-then-frame order (:func:`meshrec.distributed.merge_evaluator`), so every rank
+            returns the single-process numbers.
 
     Returns:
         ``mpve``, ``mpjpe``, ``pa_mpjpe``, ``mpjpe_17j``, ``pa_mpjpe_17j`` in mm, with counts.
@@ -195,19 +200,27 @@ def evaluate_pw3d_motionbert(method: meshrec.Method, data_root: Path, body_model
     inputs[..., :2] = inputs[..., :2] / RESOLUTION * 2 - 1
     inputs[..., 2] = np.clip(inputs[..., 2], 0, 1)
     dtype = next(network.parameters()).dtype
-    with tqdm(total=len(clips), disable=not progress, unit="clip", desc="3DPW (MotionBERT)") as bar:
-        for start in range(0, len(clips), batch_size):
-            index = np.stack(clips[start:start + batch_size])  # (B, 16)
-            x = torch.as_tensor(inputs[index], dtype=dtype, device=method.device)
-            with torch.inference_mode():
-                output = upstream_outputs(network, x, flip)
-            target = {"global_orient": torch.as_tensor(data.pose[index.reshape(-1), :3]),
-                      "body_pose": torch.as_tensor(data.pose[index.reshape(-1), 3:]),
-                      "betas": torch.as_tensor(data.shape[index.reshape(-1)])}
-            target_vertices, _ = evaluator.body_models.forward("neutral", **target)
-            evaluator.update(pred_vertices=output["verts"].reshape(-1, 6890, 3).double().cpu() / 1000.0,
-                             target_vertices=target_vertices.cpu())
-            bar.update(len(index))
+    rank, world_size = shard if shard is not None else (0, 1)
+    mine = distributed.shard_indices(len(clips), rank, world_size)
+    rows: list[int] = []  # global index of each evaluator row: clip c's frame t is row c * 16 + t
+    # padded_batches / GlobalProgress: every rank runs as many batches (a collective per batch)
+    with distributed.GlobalProgress(len(clips), enabled=progress, unit="clip", desc="3DPW (MotionBERT)") as bar:
+        for batch in distributed.padded_batches(mine, batch_size):
+            if batch:
+                index = np.stack([clips[c] for c in batch])  # (B, 16)
+                x = torch.as_tensor(inputs[index], dtype=dtype, device=method.device)
+                with torch.inference_mode():
+                    output = upstream_outputs(network, x, flip)
+                target = {"global_orient": torch.as_tensor(data.pose[index.reshape(-1), :3]),
+                          "body_pose": torch.as_tensor(data.pose[index.reshape(-1), 3:]),
+                          "betas": torch.as_tensor(data.shape[index.reshape(-1)])}
+                target_vertices, _ = evaluator.body_models.forward("neutral", **target)
+                evaluator.update(pred_vertices=output["verts"].reshape(-1, 6890, 3).double().cpu() / 1000.0,
+                                 target_vertices=target_vertices.cpu())
+                rows += [c * CLIP_LEN + t for c in batch for t in range(CLIP_LEN)]
+            bar.update(len(batch))
+    if shard is not None:
+        evaluator = distributed.merge_evaluator(evaluator, rows)
     metrics = evaluator.compute()
     return {**metrics, "num_clips": len(clips), "protocol": PROTOCOL, "annotations": str(path), "flip": flip,
             "complete": limit is None}
