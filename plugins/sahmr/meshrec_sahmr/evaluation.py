@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import meshrec
+from meshrec import distributed
 from meshrec_sahmr.method import crop_square
 from meshrec_sahmr.scene import points_in_frustum, square_box
 from meshrec_sahmr.support import SupportFileError, find_support_file, load_pickle, read_object_npy
@@ -159,9 +160,27 @@ def _finish(evaluator, count: int, total: int, protocol: str) -> dict[str, Any]:
     return {**evaluator.compute(), "num_samples": count, "protocol": protocol, "complete": count == total}
 
 
+def _frames(count: int, shard: tuple[int, int] | None, progress: bool, desc: str):
+    """This rank's frame indices, one at a time (upstream runs batch 1), with one global
+    progress bar; every rank yields as many times (empty steps padded, the bar's per-step
+    collective matches up). ``shard``: (rank, world_size) or None for every frame."""
+    rank, world_size = shard if shard is not None else (0, 1)
+    with distributed.GlobalProgress(count, enabled=progress, unit="frame", desc=desc) as bar:
+        for batch in distributed.padded_batches(distributed.shard_indices(count, rank, world_size), 1):
+            yield from batch
+            bar.update(len(batch))
+
+
+def _merge(evaluator, count: int, shard: tuple[int, int] | None):
+    """The ranks' per-frame values in frame order (:func:`meshrec.distributed.merge_evaluator`)."""
+    if shard is None:
+        return evaluator
+    return distributed.merge_evaluator(evaluator, distributed.shard_indices(count, *shard))
+
+
 def evaluate_rich(method: meshrec.Method, data_root: Path, body_model: Path | None = None, batch_size: int = 1,
                   progress: bool = False, transfer: str | Path | None = None, limit: int | None = None,
-                  **options: Any) -> dict[str, Any]:
+                  shard: tuple[int, int] | None = None, **options: Any) -> dict[str, Any]:
     """Runs ``method`` (sahmr) on SA-HMR's RICH test split and returns the rich-sahmr metrics.
 
     Args:
@@ -170,9 +189,12 @@ def evaluate_rich(method: meshrec.Method, data_root: Path, body_model: Path | No
             ``model_transfer/``); ``transfer`` names the file directly.
         batch_size: ignored (upstream runs batch 1).
         limit: only the first ``limit`` frames (a quick check, not the protocol).
+        shard: ``(rank, world_size)`` in a torchrun job (given by :func:`meshrec.evaluate`):
+            this rank runs frames rank, rank + W, ...; the per-frame errors of all ranks are
+            merged in frame order (:func:`meshrec.distributed.merge_evaluator`), so every rank
+            returns the single-process numbers. The contact-point draw is seeded per frame
+            (``contact_seed``), not per rank; with ``contact_seed=-1`` no two runs agree anyway.
     """
-    from tqdm import tqdm
-
     if options:
         raise TypeError(f"the rich-sahmr evaluation takes transfer and limit, got {sorted(options)}")
     support, frames = read_rich(data_root)
@@ -181,7 +203,8 @@ def evaluate_rich(method: meshrec.Method, data_root: Path, body_model: Path | No
     evaluator = meshrec.metrics.evaluator("rich-sahmr", joint_regressor=method.regressor.double().cpu().numpy())
     scenes: dict[str, tuple] = {}
     count = len(frames) if limit is None else min(int(limit), len(frames))
-    for frame in tqdm(frames[:count], disable=not progress, unit="frame", desc="RICH"):
+    for index in _frames(count, shard, progress, "RICH"):
+        frame = frames[index]
         if frame.scan not in scenes:
             base = support / "scene_info" / frame.scan
             scenes[frame.scan] = (_points(Path(f"{base}_world.npy")),
@@ -193,7 +216,7 @@ def evaluate_rich(method: meshrec.Method, data_root: Path, body_model: Path | No
         contact = torch.from_numpy(np.unpackbits(np.load(frame.contact, allow_pickle=False), count=6890).astype(bool))
         evaluator.update(pred_world[None], _gt(frame.gt_mesh, matrix)[None], sdf=sdf, grid_min=low, grid_max=high,
                          contact=contact)
-    return _finish(evaluator, count, len(frames), "rich-sahmr")
+    return _finish(_merge(evaluator, count, shard), count, len(frames), "rich-sahmr")
 
 
 def read_prox(root: str | Path) -> tuple[Path, list[dict], dict, torch.Tensor, torch.Tensor]:
@@ -211,12 +234,11 @@ def read_prox(root: str | Path) -> tuple[Path, list[dict], dict, torch.Tensor, t
 
 def evaluate_prox(method: meshrec.Method, data_root: Path, body_model: Path | None = None, batch_size: int = 1,
                   progress: bool = False, transfer: str | Path | None = None, limit: int | None = None,
-                  **options: Any) -> dict[str, Any]:
+                  shard: tuple[int, int] | None = None, **options: Any) -> dict[str, Any]:
     """Runs ``method`` on SA-HMR's PROX quantitative split and returns the prox-sahmr metrics
-    (ConFE = PenE: PROX has no contact labels). Arguments as :func:`evaluate_rich`; ``data_root``
-    is PROX's ``quantitative`` folder (or its ``sahmr_support``)."""
-    from tqdm import tqdm
-
+    (ConFE = PenE: PROX has no contact labels). Arguments (``shard`` too) as
+    :func:`evaluate_rich`; ``data_root`` is PROX's ``quantitative`` folder (or its
+    ``sahmr_support``)."""
     if options:
         raise TypeError(f"the prox-sahmr evaluation takes transfer and limit, got {sorted(options)}")
     support, metas, boxes, K, T_c2w = read_prox(data_root)
@@ -230,7 +252,8 @@ def evaluate_prox(method: meshrec.Method, data_root: Path, body_model: Path | No
     K_net = K.clone()
     K_net[2, 2] = 1.0
     count = len(metas) if limit is None else min(int(limit), len(metas))
-    for meta in tqdm(metas[:count], disable=not progress, unit="frame", desc="PROX"):
+    for index in _frames(count, shard, progress, "PROX"):
+        meta = metas[index]
         image_file, body_file = meta["img_file"], meta["body_file"]
         image = _image(support / "image" / image_file[image_file.find("recordings/") + len("recordings/"):])
         image = torch.flip(image, dims=[2])  # the Kinect recordings are mirrored
@@ -240,4 +263,4 @@ def evaluate_prox(method: meshrec.Method, data_root: Path, body_model: Path | No
         gt_camera = _gt(support / "gt_mosh_mesh" / body_file[body_file.find("mosh/") + len("mosh/"):], matrix)
         evaluator.update(_apply(T_c2w, pred.double())[None], _apply(T_c2w, gt_camera)[None], sdf=sdf,
                          grid_min=low, grid_max=high, contact=None)
-    return _finish(evaluator, count, len(metas), "prox-sahmr")
+    return _finish(_merge(evaluator, count, shard), count, len(metas), "prox-sahmr")

@@ -76,8 +76,9 @@ def sahmr(plugin_manager, sahmr_files, body_models_dir, tmp_path):
                                support_dir=str(support))
 
 
-@pytest.mark.slow
-def test_rich_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
+def write_synthetic_rich(tmp_path, frames=2):
+    """``tmp_path/RICH/sahmr_support`` with ``frames`` test frames of one scan in the released
+    layout, and the transfer file; returns (transfer, chosen, K, R, t, camera_points)."""
     rng = np.random.default_rng(0)
     root = tmp_path / "RICH" / "sahmr_support"
     info = root / "scene_info" / "Gym"
@@ -95,7 +96,7 @@ def test_rich_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
     sdf_grid(info, "scan_camcoord_mysdf")
     test = root / "test_split"
     metas = []
-    for i in range(2):
+    for i in range(frames):
         key = f"Gym_003_{i:05d}"
         metas.append({"img_key": key, "cam_key": "Gym_3", "cap_name": "Gym", "scan_name": "scan_camcoord",
                       "scene_key": "Gym_scan_camcoord", "contact_file": f"/data/test_contact/Gym/seq/{i:05d}.npy",
@@ -108,6 +109,13 @@ def test_rich_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
     (test / "meta").mkdir(parents=True)
     np.save(test / "meta" / "test3116.npy", np.array(metas, dtype=object), allow_pickle=True)
     transfer, chosen = transfer_file(tmp_path, rng)
+    return transfer, chosen, K, R, t, camera_points
+
+
+@pytest.mark.slow
+def test_rich_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
+    transfer, chosen, K, R, t, camera_points = write_synthetic_rich(tmp_path)
+    root = tmp_path / "RICH" / "sahmr_support"
 
     support, frames = read_rich(tmp_path / "RICH")
     assert support == root and [f.img_key for f in frames] == ["Gym_003_00000", "Gym_003_00001"]
@@ -132,8 +140,10 @@ def test_rich_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
         assert result[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
-@pytest.mark.slow
-def test_prox_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
+def write_synthetic_prox(tmp_path, frames=1):
+    """``tmp_path/quantitative/sahmr_support`` in the released layout with ``frames`` frames
+    (the first as below, more drawn after the transfer file); returns (transfer, chosen,
+    T_c2w, camera_points, image, gt_camera, box) of the first frame."""
     rng = np.random.default_rng(1)
     root = tmp_path / "quantitative" / "sahmr_support"
     (root / "vicon" / "calibration").mkdir(parents=True)
@@ -160,6 +170,24 @@ def test_prox_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
     box = np.array([250.0, 120.0, 390.0, 400.0])
     (root / "img2gtbbx" / "mosh_mesh.pkl").write_bytes(pickle.dumps({metas[0]["img_key"]: box}, protocol=2))
     transfer, chosen = transfer_file(tmp_path, rng)
+    for i in range(1, frames):  # more frames, each with its own image, box and ground truth
+        metas.append({"scene_name": "vicon", "img_key": f"vicon_03301_01_s001_frame_{i + 1:05d}",
+                      "img_file": f"/x/recordings/vicon_03301_01/Color/s001_frame_{i + 1:05d}.png",
+                      "body_file": f"/x/mosh/vicon_03301_01/{i + 1:05d}.ply"})
+        write_png(root / "image" / "vicon_03301_01" / "Color" / f"s001_frame_{i + 1:05d}.png",
+                  rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+        ply(root / "gt_mosh_mesh" / "vicon_03301_01" / f"{i + 1:05d}.ply",
+            rng.normal(0, 0.3, (10475, 3)) + np.array([0.0, 0.2, 2.5]))
+    if frames > 1:
+        boxes = {meta["img_key"]: box + 7.0 * i for i, meta in enumerate(metas)}
+        (root / "meta" / "mosh_mesh_test.pkl").write_bytes(pickle.dumps(metas, protocol=2))
+        (root / "img2gtbbx" / "mosh_mesh.pkl").write_bytes(pickle.dumps(boxes, protocol=2))
+    return transfer, chosen, T_c2w, camera_points, image, gt_camera, box
+
+
+@pytest.mark.slow
+def test_prox_sahmr_on_a_synthetic_support_folder(sahmr, tmp_path):
+    transfer, chosen, T_c2w, camera_points, image, gt_camera, box = write_synthetic_prox(tmp_path)
 
     result = evaluate_prox(sahmr, tmp_path / "quantitative", transfer=transfer)
     assert result["num_samples"] == 1 and result["protocol"] == "prox-sahmr"
