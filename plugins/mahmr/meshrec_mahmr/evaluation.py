@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import meshrec
+from meshrec import distributed
 from meshrec.body import JointRegressor
 from meshrec.io.safe_pickle import load_npz
 from meshrec.metrics.matching import detection_scores, greedy_match_2d
@@ -192,28 +193,51 @@ def crowdpose14_joints(prediction: meshrec.Prediction, extra_regressor: JointReg
 
 
 def evaluate_rh(method: meshrec.Method, data_root: Path, body_model: Path | None, batch_size: int, progress: bool,
-                split: str = "test", limit: int | None = None, **options: Any) -> dict[str, Any]:
-    """Runs ``method`` (mahmr / sathmr) on Relative Human and returns P / R / F1, mPCKh and PCRD."""
-    from tqdm import tqdm
+                split: str = "test", limit: int | None = None, shard: tuple[int, int] | None = None,
+                **options: Any) -> dict[str, Any]:
+    """Runs ``method`` (mahmr / sathmr) on Relative Human and returns P / R / F1, mPCKh and PCRD.
 
+    Args:
+        method: a loaded multi-person method returning ``extras["intrinsics"]``.
+        data_root: the Relative Human folder (``{split}_annots.npz`` and ``images/``).
+        body_model: folder of ``J_regressor_extra.npy`` (head top and neck).
+        batch_size: images per :func:`meshrec.predict` call.
+        progress: show a progress bar.
+        split: which annotation file.
+        limit: only the first ``limit`` images (a quick check, not the protocol).
+        shard: ``(rank, world_size)`` in a torchrun job (given by :func:`meshrec.evaluate`):
+            this rank predicts images rank, rank + W, ...; every rank then gets every image's
+            projected keypoints and depths in image order
+            (:func:`meshrec.distributed.gather_indexed`) and matches them as one process does,
+            so the counts and the per-match tables (mPCKh, depth pairs) are the single-process
+            ones, in its order.
+    """
     if options:
         raise TypeError(f"the rh evaluation takes split and limit, got {sorted(options)}")
     images = read_relative_human(data_root, split)
     images = images[:limit] if limit is not None else images
     regressor = JointRegressor.from_file("J_regressor_extra.npy", body_model)
-    accumulator = RHAccumulator()
-    with tqdm(total=len(images), disable=not progress, unit="image", desc="Relative Human") as bar:
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            predictions = meshrec.predict([str(image.path) for image in chunk], method=method)
-            predictions = predictions if isinstance(predictions, list) else [predictions]
-            for image, prediction in zip(chunk, predictions):
-                joints = crowdpose14_joints(prediction, regressor).double()
-                K = prediction.extras["intrinsics"].double()
-                homo = joints @ K.T
-                keypoints = (homo[..., :2] / (homo[..., 2:] + 1e-6)).cpu().numpy()
-                accumulator.update(image, keypoints, prediction.transl[:, 2].double().cpu().numpy())
-            bar.update(len(chunk))
+    rank, world_size = shard if shard is not None else (0, 1)
+    mine = distributed.shard_indices(len(images), rank, world_size)
+    outputs = []  # per image of this rank: (P, 14, 2) keypoints in original pixels, (P,) depths in metres
+    # padded_batches / GlobalProgress: every rank runs as many batches (a collective per batch)
+    with distributed.GlobalProgress(len(images), enabled=progress, unit="image", desc="Relative Human") as bar:
+        for batch in distributed.padded_batches(mine, batch_size):
+            if batch:
+                predictions = meshrec.predict([str(images[i].path) for i in batch], method=method)
+                predictions = predictions if isinstance(predictions, list) else [predictions]
+                for prediction in predictions:
+                    joints = crowdpose14_joints(prediction, regressor).double()
+                    K = prediction.extras["intrinsics"].double()
+                    homo = joints @ K.T
+                    outputs.append(((homo[..., :2] / (homo[..., 2:] + 1e-6)).cpu().numpy(),
+                                    prediction.transl[:, 2].double().cpu().numpy()))
+            bar.update(len(batch))
+    if shard is not None:
+        outputs = distributed.gather_indexed(mine, outputs, total=len(images))
+    accumulator = RHAccumulator()  # fed in image order, as one process feeds it
+    for image, (keypoints, depths) in zip(images, outputs):
+        accumulator.update(image, keypoints, depths)
     return {**accumulator.compute(), "num_images": len(images), "split": split}
 
 

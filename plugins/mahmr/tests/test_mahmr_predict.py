@@ -147,16 +147,14 @@ def test_sathmr_fixed_fov(plugin_manager, tmp_path, body_models_dir):
     assert "fov" not in prediction.extras
 
 
-@pytest.mark.slow
-def test_relative_human_evaluation_end_to_end(mahmr, tmp_path, body_models_dir):
-    """meshrec.evaluate on a synthetic Relative Human folder: 7 detections per image."""
+def write_synthetic_relative_human(root, names=("1234567.jpg", "och_000002.jpg")):
+    """A Relative Human folder (``test_annots.npz``, ``images/``) with two people per image."""
     from PIL import Image
 
-    root = tmp_path / "RelativeHuman"
     (root / "images").mkdir(parents=True)
     g = np.random.default_rng(0)
     annots = {}
-    for index, name in enumerate(["1234567.jpg", "och_000002.jpg"]):
+    for index, name in enumerate(names):
         Image.fromarray(photo(300, 400, seed=index)).save(root / "images" / name)
         people = []
         for p in range(2):
@@ -165,6 +163,13 @@ def test_relative_human_evaluation_end_to_end(mahmr, tmp_path, body_models_dir):
             people.append({"bbox": [0, 0, 1, 1], "kp2d": kp, "depth_id": p, "age": p})
         annots[name] = people
     np.savez(root / "test_annots.npz", annots=np.array(annots, dtype=object))
+    return root
+
+
+@pytest.mark.slow
+def test_relative_human_evaluation_end_to_end(mahmr, tmp_path, body_models_dir):
+    """meshrec.evaluate on a synthetic Relative Human folder: 7 detections per image."""
+    root = write_synthetic_relative_human(tmp_path / "RelativeHuman")
     result = meshrec.evaluate(mahmr, "relative-human", root, body_model=body_models_dir, progress=False)
     metrics = result["metrics"]
     assert metrics["num_images"] == 2
