@@ -6,12 +6,15 @@ files), ``photo.jpg``, HMR checkpoints in mmhuman3d's exact layout, a 3DPW folde
 Names a block leaves to the reader (``K``, ``kp``, ``pred_joints``, ...) are defined by
 ``READER_INPUTS`` below, per file. Bash blocks run line by line in the same sandbox, except
 ``pip install`` lines (installing is what CI's own steps do). A block preceded by
-``<!-- docs-test: skip: REASON -->`` is not run; the reason is required. Blocks tagged ``text``
+``<!-- docs-test: skip: REASON -->`` is not run; the reason is required. A block preceded by
+``<!-- docs-test: needs: MODULE ... -->`` runs only where those modules are installed (optional
+packages CI installs, e.g. the photos' wheels). Blocks tagged ``text``
 (or untagged) are output or layouts, not code.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -30,6 +33,7 @@ DOCUMENTS = sorted([REPOSITORY / "README.md", *(REPOSITORY / "docs").glob("*.md"
                     *(REPOSITORY / "plugins").glob("*/README.md")])
 RUN_LANGUAGES = {"python", "bash", "sh", "console"}
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip:\s*(\S.*?)\s*-->")
+NEEDS = re.compile(r"<!--\s*docs-test:\s*needs:\s*([\w. ]+?)\s*-->")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Block:
     language: str
     code: str
     skip: str | None
+    needs: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -56,9 +61,9 @@ def blocks_of(document: Path) -> list[Block]:
         start, language = index, match.group(1).lower()
         end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
         before = "\n".join(lines[max(0, start - 3):start])
-        skip = SKIP.search(before)
+        skip, needs = SKIP.search(before), NEEDS.search(before)
         found.append(Block(document, start + 1, language, "\n".join(lines[start + 1:end]) + "\n",
-                           skip.group(1) if skip else None))
+                           skip.group(1) if skip else None, tuple(needs.group(1).split()) if needs else ()))
         index = end + 1
     return found
 
@@ -196,6 +201,8 @@ def test_code_blocks_run_as_written(document, sandbox, monkeypatch):
     ran = 0
     for block in (b for b in RUNNABLE if str(b.document.relative_to(REPOSITORY)) == document):
         if block.skip:
+            continue
+        if any(importlib.util.find_spec(module) is None for module in block.needs):
             continue
         if block.language == "python":
             namespace = namespace if namespace is not None else _python_namespace(document)
