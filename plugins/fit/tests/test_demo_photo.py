@@ -95,6 +95,17 @@ def test_photo_demo_on_the_bus_photo(fit_and_detect, no_smpl, tmp_path, capsys):
     assert all(value >= 0 for value in results["seconds"].values())
 
 
+def test_photo_demo_on_a_photo_without_people_says_so_and_writes_the_photo(fit_and_detect, no_smpl, tmp_path, capsys):
+    _mediapipe()
+    photo = _photo(tmp_path / "wall.png")
+    out = tmp_path / "out"
+    assert main(["demo", "--photo", str(photo), "--out", str(out), "--fast"]) == 0
+    assert "no person found in the photo: nothing to fit" in capsys.readouterr().out
+    results = json.loads((out / "wall_results.json").read_text())
+    assert results["people"] == [] and "wall_people.ply" not in results["files"]
+    assert np.array_equal(np.asarray(Image.open(out / "wall_overlay.png")), np.asarray(Image.open(photo)))
+
+
 # -- errors that say what to do -------------------------------------------------------------------
 def test_photo_demo_without_ultralytics_says_how_to_get_the_photo(fit_and_detect, tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
