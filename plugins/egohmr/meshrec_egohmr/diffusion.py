@@ -20,9 +20,28 @@ from typing import Callable
 
 import torch
 
-__all__ = ["Diffusion", "cosine_betas", "space_timesteps"]
+__all__ = ["Diffusion", "Generators", "cosine_betas", "normal", "space_timesteps"]
 
 NUM_STEPS = 50
+
+# One generator for the whole batch, or one per group of rows (e.g. one per person, whose S
+# samples are consecutive rows): then each group's draws depend on its own generator only, so
+# results do not depend on how the inputs were batched or sharded.
+Generators = torch.Generator | list[torch.Generator] | tuple[torch.Generator, ...] | None
+
+
+def normal(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Standard normal draws of ``shape`` on ``device``, made on the generator's device.
+
+    ``generator`` may be a list of G generators: the leading dimension is split into G equal
+    consecutive groups, group g drawn from generator g."""
+    if isinstance(generator, (list, tuple)):
+        if shape[0] % len(generator):
+            raise ValueError(f"{shape[0]} rows cannot be split among {len(generator)} generators")
+        rows = (shape[0] // len(generator), *shape[1:])
+        return torch.cat([torch.randn(rows, generator=g, dtype=dtype, device=g.device).to(device) for g in generator])
+    return torch.randn(shape, generator=generator, dtype=dtype,
+                       device="cpu" if generator is None else generator.device).to(device)
 
 
 def cosine_betas(num_steps: int = NUM_STEPS, max_beta: float = 0.999) -> torch.Tensor:
@@ -124,7 +143,7 @@ class Diffusion:
         self,
         denoise: Callable[[torch.Tensor, int], torch.Tensor],
         noise: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         guidance: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
         guidance_weight: float = 2.0,
     ) -> torch.Tensor:
@@ -133,7 +152,8 @@ class Diffusion:
 
         Args:
             denoise: (x_t (B, D), original step t) -> predicted x0 (B, D).
-            generator: for the DDPM noise (DDIM with eta = 0 draws none).
+            generator: for the DDPM noise (DDIM with eta = 0 draws none); a list splits the rows
+                into equal groups, one per generator (see :func:`normal`).
             guidance: (x_t, respaced step) -> gradient (B, D) of the negative collision score
                 with respect to x_t. DDPM: fires when the step is <= 10 and shifts the posterior
                 mean by ``weight * variance * g`` (steps 5..10) or ``weight * 0.01 * g`` (steps
@@ -158,8 +178,7 @@ class Diffusion:
             mean = mean + weight * scale * guidance(x, step)
         if step == 0:
             return mean
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                            device="cpu" if generator is None else generator.device).to(x.device)
+        noise = normal(tuple(x.shape), generator, x.dtype, x.device)
         return mean + math.exp(0.5 * float(self.posterior_log_variance_clipped[step])) * noise
 
     def _ddim_step(self, x, x0, step, guidance):

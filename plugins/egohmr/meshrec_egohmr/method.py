@@ -8,7 +8,10 @@ Samples: ``Prediction.samples`` (P, S, 6890, 3) holds every sample (camera frame
 applied). ``prohmr-scene``: sample 0 is the flow's mode (z = 0) and the fields (vertices,
 joints, global_orient, body_pose) are the mode. ``egohmr``: all samples are diffusion draws and
 the fields are sample 0. ``method.generator`` (a ``torch.Generator``, seeded by the ``seed``
-option) makes sampling reproducible.
+option) makes sampling reproducible. ``predict_batch(samples, seeds=[...])`` gives each input item
+its own generator instead (results then do not depend on batching or sharding), and
+``EgoHMR.predict_batch(samples, cubes=[...])`` takes precomputed stage-2 scene cubes (EgoHMR's
+offline cubes) instead of cropping them.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from meshrec.body import SMPL_OUTPUT_JOINT_NAMES
 from meshrec.camera import project
 from meshrec.nn import crop_boxes, square_boxes
 from meshrec_egohmr.checkpoint import STAGE1_FILE, STAGE2_FILE, load_stage1, load_stage2, resolve_checkpoints
+from meshrec_egohmr.collision import COAPScore
 from meshrec_egohmr.diffusion import Diffusion
 from meshrec_egohmr.model import EgoHMRModel, PersonInputs
 from meshrec_egohmr.scene import crop_scene_cube
 from meshrec_egohmr.stage2 import visibility_from_openpose
 
-__all__ = ["EgoHMR", "ProHMRSceneMethod", "visibility_from_projection"]
+__all__ = ["EgoHMR", "ProHMRSceneMethod", "item_seed", "visibility_from_projection"]
 
 CROP_SIZE = 224
 ALWAYS_VISIBLE = (0, 3, 6, 9)  # pelvis and spine: EgoHMR forces OpenPose's mid-hip visible
@@ -46,6 +50,21 @@ def _positive_int(value: Any) -> int:
     if value < 1:
         raise ValueError(f"expected a positive integer, got {value}")
     return value
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _optional_path(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def item_seed(seed: int, index: int, person: int = 0) -> int:
+    """The seed of one input item's (and person's) own generator: a hash of the method's seed,
+    the item's index (``Sample.index``: its position in the whole input list or data set) and
+    the person's position among the item's boxes."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(index), int(person)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _respacing(value: Any) -> str:
@@ -128,6 +147,20 @@ class _EgoHMRBase(meshrec.Method):
                               torch.cat(centres).to(dtype), torch.cat(sides).to(dtype))
         return person, torch.cat(owners), scenes, {"image_size": sizes}
 
+    def generators(self, samples: list[meshrec.Sample], owner: torch.Tensor,
+                   seeds: list[int] | None) -> torch.Generator | list[torch.Generator]:
+        """``method.generator`` (seeds None), or one CPU generator per person seeded with
+        :func:`item_seed` of its item's seed (``seeds``, one per sample) and its position."""
+        if seeds is None:
+            return self.generator
+        if len(seeds) != len(samples):
+            raise ValueError(f"seeds must hold one seed per sample ({len(samples)}), got {len(seeds)}")
+        generators, first = [], {}
+        for person, who in enumerate(owner.tolist()):
+            first.setdefault(who, person)
+            generators.append(torch.Generator().manual_seed(item_seed(seeds[who], samples[who].index, person - first[who])))
+        return generators
+
     def intrinsics(self, person: PersonInputs) -> torch.Tensor:
         k = torch.zeros(len(person.focal), 3, 3, dtype=person.focal.dtype, device=person.focal.device)
         k[:, 0, 0] = k[:, 1, 1] = person.focal
@@ -180,9 +213,10 @@ class ProHMRSceneMethod(_EgoHMRBase):
         model = EgoHMRModel(load_stage1(paths.stage1, trust=options["trust_checkpoint"])).to(device).eval()
         return cls(model, body_model, device, **options)
 
-    def predict_batch(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
+    def predict_batch(self, samples: list[meshrec.Sample], seeds: list[int] | None = None) -> list[meshrec.Prediction]:
+        """``seeds``: optional, one per sample (see :meth:`generators`)."""
         person, owner, scenes, _ = self.person_inputs(samples)
-        out = self.model.run_stage1(person, scenes, self.options["num_samples"], self.generator)
+        out = self.model.run_stage1(person, scenes, self.options["num_samples"], self.generators(samples, owner, seeds))
         vertices, joints = self.bodies(out["rotmat"], out["betas"], out["transl"])
         rotmat = out["rotmat"]
         return self._split(
@@ -211,9 +245,16 @@ class EgoHMR(_EgoHMRBase):
         meshrec.Option("seed", None, "seed of method.generator (None: random)", type=_seed),
         meshrec.Option("timestep_respacing", "ddpm", "'ddpm' (50 steps, upstream's test default) or 'ddimN' (e.g. ddim5)",
                        type=_respacing),
-        meshrec.Option("guidance", True, "collision-score guidance in the last steps (meshrec's inside-mesh score, not COAP)"),
-        meshrec.Option("guidance_weight", 30.0, "weight of the collision gradient (30: VolumetricSMPL's, whose score ours follows)",
-                       type=float),
+        meshrec.Option("guidance", True, "collision-score guidance in the last steps"),
+        meshrec.Option("collision_score", "meshrec", "score the guidance differentiates: 'meshrec' (inside-mesh depth, no "
+                       "extra package) or 'coap' (COAP's learned occupancy, as EgoHMR; needs the coap package)",
+                       choices=("meshrec", "coap")),
+        meshrec.Option("coap_checkpoint", None, "COAP's weights for collision_score='coap' (default: the smpl.coap.* "
+                       "entries of the stage-2 checkpoint; or COAP's coap_smpl_neutral.ckpt); never downloaded",
+                       type=_optional_path),
+        meshrec.Option("guidance_weight", None, "weight of the collision gradient (None: 30 for 'meshrec', as "
+                       "VolumetricSMPL's whose score ours follows; 2 for 'coap', EgoHMR's --cond_grad_weight)",
+                       type=_optional_float),
         meshrec.Option("diffuse_fuse", True, "invisible joints from the scene-only denoiser (EgoHMR's test default)"),
         meshrec.Option("pelvis_vis_loosen", True, "hips take the knees' visibility (EgoHMR's test default)"),
         meshrec.Option("keypoint_layout", "openpose25", "layout of keypoints= (OpenPose BODY_25, as EgoBody's files; "
@@ -236,25 +277,82 @@ class EgoHMR(_EgoHMRBase):
         model = EgoHMRModel(load_stage1(paths.stage1, trust=trust), load_stage2(paths.stage2, paths.statistics, trust=trust))
         method = cls(model.to(device).eval(), body_model, device, **options)
         method.diffusion = Diffusion.create(options["timestep_respacing"])
+        method.coap = None
+        if options["guidance"] and options["collision_score"] == "coap":
+            if body_model is None:
+                raise ValueError("collision_score='coap' needs the SMPL body model (COAP is attached to it)")
+            weights = options["coap_checkpoint"] if options["coap_checkpoint"] is not None else paths.stage2
+            method.coap = COAPScore(body_model, weights, device, trust=trust)
         return method
 
-    def predict_batch(self, samples: list[meshrec.Sample]) -> list[meshrec.Prediction]:
+    @property
+    def guidance_weight(self) -> float:
+        """The weight in use: the option, or the default of the collision score (30 / 2)."""
+        if self.options["guidance_weight"] is not None:
+            return float(self.options["guidance_weight"])
+        return 2.0 if self.options["collision_score"] == "coap" else 30.0
+
+    def to(self, device):
+        super().to(device)
+        if getattr(self, "coap", None) is not None:
+            self.coap.to(self.device)
+        return self
+
+    def _given_cube(self, given: Any, sample: meshrec.Sample, position: int, people: int, transl: torch.Tensor) -> torch.Tensor:
+        """A precomputed cube for one person, checked: (N, 3) finite metres, camera frame, near
+        the person's stage-1 translation; at most ``cube_points`` (uniform sub-sampling)."""
+        if isinstance(given, (list, tuple)):
+            if len(given) != people:
+                raise ValueError(f"{sample.source}: {len(given)} cubes for {people} person boxes")
+            given = given[position]
+        elif people != 1:
+            raise ValueError(f"{sample.source}: one cube for {people} person boxes; pass a list with one cube per box")
+        cube = torch.as_tensor(np.asarray(given), dtype=transl.dtype, device=self.device)
+        if cube.dim() != 2 or cube.shape[1] != 3 or len(cube) == 0:
+            raise ValueError(f"{sample.source}: a scene cube must be (N, 3) points, N > 0; got shape {tuple(cube.shape)}")
+        if not bool(torch.isfinite(cube).all()):
+            raise ValueError(f"{sample.source}: the scene cube has NaN or infinite coordinates")
+        nearest = float((cube - transl).norm(dim=-1).min())
+        if nearest > 2 * self.options["cube_size"]:
+            raise ValueError(f"{sample.source}: the scene cube's nearest point is {nearest:.2f} m from the body "
+                             f"translation {transl.tolist()}: cubes must be in the camera frame, metres, around the person")
+        limit = self.options["cube_points"]
+        if len(cube) > limit:
+            cube = cube[:: len(cube) // limit][:limit]
+        return cube
+
+    def predict_batch(self, samples: list[meshrec.Sample], cubes: list[Any] | None = None,
+                      seeds: list[int] | None = None) -> list[meshrec.Prediction]:
+        """Args (beyond the samples): ``cubes``: optional, one per sample: that item's stage-2
+        scene cube (N, 3) (camera frame, metres; a list of cubes, one per person box, for items
+        with several people), e.g. EgoHMR's offline cubes, used instead of cropping the scene
+        (None for an item: cropped); ``seeds``: optional, one per sample (see :meth:`generators`)."""
+        if cubes is not None and len(cubes) != len(samples):
+            raise ValueError(f"cubes must hold one entry per sample ({len(samples)}), got {len(cubes)}")
         person, owner, scenes, info = self.person_inputs(samples)
-        first = self.model.run_stage1(person, scenes, 1, self.generator)
+        generator = self.generators(samples, owner, seeds)
+        first = self.model.run_stage1(person, scenes, 1, generator)
         transl = first["transl"]
-        cubes = []
+        people = torch.bincount(owner, minlength=len(samples)).tolist()
+        cubes_used, start = [], {}
         for index, (t, who) in enumerate(zip(transl, owner.tolist())):
+            start.setdefault(who, index)
+            given = None if cubes is None else cubes[who]
+            if given is not None:
+                cubes_used.append(self._given_cube(given, samples[who], index - start[who], people[who], t))
+                continue
             full = torch.as_tensor(samples[who].scene, dtype=transl.dtype, device=self.device)
             try:
-                cubes.append(crop_scene_cube(full, t, self.options["cube_size"], self.options["cube_points"]))
+                cubes_used.append(crop_scene_cube(full, t, self.options["cube_size"], self.options["cube_points"]))
             except ValueError as error:
                 raise ValueError(f"{samples[who].source}, person {index}: {error}") from None
+        cubes = cubes_used
         visible = self._visibility(samples, owner, first, person, info)
         options = self.options
         second = self.model.run_stage2(
-            person, cubes, transl, visible, options["num_samples"], self.diffusion, self.generator,
+            person, cubes, transl, visible, options["num_samples"], self.diffusion, generator,
             diffuse_fuse=options["diffuse_fuse"], body_model=self.body_model,
-            guidance_weight=options["guidance_weight"] if options["guidance"] else 0.0)
+            guidance_weight=self.guidance_weight if options["guidance"] else 0.0, coap=self.coap)
         rotmat, betas = second["rotmat"], second["betas"]
         vertices, joints = self.bodies(rotmat, betas, transl)
         return self._split(

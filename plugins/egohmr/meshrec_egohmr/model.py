@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from meshrec_egohmr.diffusion import Diffusion
+from meshrec_egohmr.collision import COAPScore, coap_guidance
+from meshrec_egohmr.diffusion import Diffusion, Generators, normal
 from meshrec_egohmr.scene import GUIDED_JOINT_WEIGHTS, collision_score
 from meshrec_egohmr.stage1 import ProHMRScene
 from meshrec_egohmr.stage2 import EgoHMRDenoiser
@@ -52,24 +53,28 @@ class EgoHMRModel(nn.Module):
         self.stage2 = stage2
 
     def run_stage1(self, person: PersonInputs, scenes: list[torch.Tensor], num_samples: int,
-                   generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+                   generator: Generators) -> dict[str, torch.Tensor]:
         """Stage 1 for P people; ``scenes`` holds each person's scene points (camera frame)."""
         return self.stage1(person.crops, pad_points(scenes), person.focal, person.principal, person.box_centre,
                            person.box_size, num_samples=num_samples, generator=generator)
 
     def run_stage2(self, person: PersonInputs, cubes: list[torch.Tensor], transl: torch.Tensor, visible: torch.Tensor,
-                   num_samples: int, diffusion: Diffusion, generator: torch.Generator | None,
+                   num_samples: int, diffusion: Diffusion, generator: Generators,
                    diffuse_fuse: bool = True, body_model: nn.Module | None = None, guidance_weight: float = 0.0,
-                   noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   noise: torch.Tensor | None = None, coap: COAPScore | None = None) -> dict[str, torch.Tensor]:
         """Stage 2 for P people and S samples each.
 
         Args:
             cubes: each person's scene cube (camera frame, metres).
             transl: (P, 3) stage-1 translations; visible: (P, 24) bool.
             diffusion: the respaced process (:meth:`Diffusion.create`).
+            generator: one generator, or a list of P (one per person: each person's draws
+                then depend on its own generator only).
             body_model: SMPL for the collision guidance (needed when ``guidance_weight`` > 0).
             guidance_weight: 0 disables the collision guidance.
             noise: optional x_T (P * S, 144), person-major.
+            coap: guide with COAP's collision loss (:mod:`meshrec_egohmr.collision`) instead of
+                meshrec's inside-mesh score.
 
         Returns ``x0`` (P, S, 144) normalised, ``rotmat`` (P, S, 24, 3, 3), ``betas`` (P, 10).
         """
@@ -81,8 +86,7 @@ class EgoHMRModel(nn.Module):
         visible_rows = visible.repeat_interleave(num_samples, 0)
         batch = people * num_samples
         if noise is None:
-            noise = torch.randn(batch, 144, generator=generator, dtype=transl.dtype,
-                                device="cpu" if generator is None else generator.device).to(transl.device)
+            noise = normal((batch, 144), generator, transl.dtype, transl.device)
 
         def denoise(x: torch.Tensor, step: int) -> torch.Tensor:
             steps = torch.full((batch,), step, dtype=torch.long, device=x.device)
@@ -94,10 +98,24 @@ class EgoHMRModel(nn.Module):
                 raise ValueError("collision guidance needs the SMPL body model")
             local = [cube - t for cube, t in zip(cubes, transl)]
             betas = condition["betas"].repeat_interleave(num_samples, 0)
-            guidance = _collision_guidance(stage2, body_model, betas, local, num_samples)
+            if coap is None:
+                guidance = _collision_guidance(stage2, body_model, betas, local, num_samples)
+            else:
+                weights = torch.tensor(GUIDED_JOINT_WEIGHTS, dtype=transl.dtype, device=transl.device)
+                guidance = coap_guidance(stage2.decode, body_model, coap, betas.detach(), local, num_samples,
+                                         weights.repeat_interleave(6), _row_seeds(generator, people, num_samples))
         x0 = diffusion.sample(denoise, noise, generator=generator, guidance=guidance, guidance_weight=guidance_weight)
         return {"x0": x0.reshape(people, num_samples, 144),
                 "rotmat": stage2.decode(x0).reshape(people, num_samples, 24, 3, 3), "betas": condition["betas"]}
+
+
+def _row_seeds(generator: Generators, people: int, num_samples: int) -> list[int]:
+    """One seed per row (P * S) for COAP's point sampling, drawn from the generator(s)."""
+    if isinstance(generator, (list, tuple)):
+        draws = [int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)) for g in generator]
+        return [draw + k for draw in draws for k in range(num_samples)]
+    device = "cpu" if generator is None else generator.device
+    return torch.randint(0, 2**62, (people * num_samples,), generator=generator, device=device).tolist()
 
 
 def _collision_guidance(stage2: EgoHMRDenoiser, body_model: nn.Module, betas: torch.Tensor,

@@ -20,6 +20,7 @@ from torch import nn
 from meshrec.camera import weak_perspective_to_translation
 from meshrec.nn import resnet50
 from meshrec.rotations import matrix_from_6d_prohmr
+from meshrec_egohmr.diffusion import Generators, normal
 from meshrec_egohmr.flow import ConditionalGlow
 from meshrec_egohmr.layers import ResnetPointnet, image_features
 
@@ -123,9 +124,10 @@ class ProHMRScene(nn.Module):
 
     def forward(self, images: torch.Tensor, scene_points: torch.Tensor, focal: torch.Tensor,
                 principal: torch.Tensor, box_centre: torch.Tensor, box_size: torch.Tensor,
-                num_samples: int = 1, generator: torch.Generator | None = None,
+                num_samples: int = 1, generator: Generators = None,
                 z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Sample 0 is the mode (z = 0); samples 1.. draw z ~ N(0, I) with ``generator``.
+        """Sample 0 is the mode (z = 0); samples 1.. draw z ~ N(0, I) with ``generator`` (or
+        one generator per person, a list of B).
 
         Returns the outputs of :meth:`SMPLFlow.forward` plus ``transl`` (B, 3): the crop camera
         turned into a camera-frame translation with the true focal length and principal point
@@ -135,8 +137,7 @@ class ProHMRScene(nn.Module):
         if z is None:
             z = torch.zeros(context.shape[0], num_samples, POSE_DIM, dtype=context.dtype, device=context.device)
             if num_samples > 1:
-                z[:, 1:] = torch.randn(z[:, 1:].shape, generator=generator, dtype=z.dtype,
-                                       device="cpu" if generator is None else generator.device).to(z.device)
+                z[:, 1:] = normal(tuple(z[:, 1:].shape), generator, z.dtype, z.device)
         out = self.flow(context, z)
         intrinsics = torch.zeros(context.shape[0], 3, 3, dtype=context.dtype, device=context.device)
         intrinsics[:, 0, 0] = focal
