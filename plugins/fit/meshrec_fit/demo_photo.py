@@ -205,7 +205,8 @@ def run_photo_demo(photo: str | Path | None = None, out: str | Path = "meshrec-d
         prediction = None
         seconds["fit"] = 0.0
     else:
-        _say(f"fitting {len(found)} {'body' if len(found) == 1 else 'bodies'} to the keypoints ({schedule} schedule) ...")
+        bodies = "body" if len(found) == 1 else "bodies"
+        _say(f"fitting {len(found)} {bodies} to the keypoints ({schedule} schedule) ...")
         show = sys.stderr.isatty() if progress is None else progress
         method = meshrec.load_method("fit", body_model=body, device="cpu", keypoint_layout=found.layout,
                                      schedule=schedule, progress=show)
@@ -248,7 +249,7 @@ def run_photo_demo(photo: str | Path | None = None, out: str | Path = "meshrec-d
         _say(f"(reprojection error: mean distance between the detected keypoints with confidence > {CONFIDENT} and "
              "the fitted body's keypoints projected into the photo)")
     s = results["seconds"]
-    _say(f"time: detect {s['detect']:.1f} s (+ {s['detector_start']:.1f} s to start the detector), fit {s['fit']:.1f} s, "
-         f"render {s['render']:.1f} s; {s['total']:.1f} s in all")
+    _say(f"time: detect {s['detect']:.1f} s (+ {s['detector_start']:.1f} s to start the detector), "
+         f"fit {s['fit']:.1f} s, render {s['render']:.1f} s; {s['total']:.1f} s in all")
     _say(f"wrote {', '.join(results['files'])} to {out}")
     return results

@@ -26,7 +26,8 @@ def fit_only(plugin_manager):
 
 @pytest.fixture
 def fit_and_detect(fit_only):
-    pytest.importorskip("meshrec_detect", reason="needs meshrec-detect: pip install --no-build-isolation ./plugins/detect")
+    pytest.importorskip("meshrec_detect",
+                        reason="needs meshrec-detect: pip install --no-build-isolation ./plugins/detect")
     from meshrec_detect import plugin
 
     fit_only.register(plugin, name="detect")
@@ -109,7 +110,8 @@ def test_photo_demo_on_a_photo_without_people_says_so_and_writes_the_photo(fit_a
 # -- errors that say what to do -------------------------------------------------------------------
 def test_photo_demo_without_ultralytics_says_how_to_get_the_photo(fit_and_detect, tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "ultralytics" else real(name, *rest))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "ultralytics" else real(name, *rest))
     assert main(["demo", "--photo", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "pip install ultralytics --no-deps" in error and "meshrec demo --photo PATH" in error
@@ -155,7 +157,8 @@ def test_reprojection_error_is_the_mean_pixel_distance_on_confident_keypoints():
                transl=torch.tensor([[-0.5, 0.0, 4.0], [0.6, 0.2, 5.0]], dtype=torch.float64))
     eye = torch.eye(3, dtype=torch.float64)
     prediction = meshrec.Prediction(vertices=out.vertices, joints=out.joints, global_orient=eye.expand(2, 3, 3),
-                                    body_pose=eye.expand(2, 23, 3, 3), betas=torch.zeros(2, 10), transl=torch.zeros(2, 3),
+                                    body_pose=eye.expand(2, 23, 3, 3), betas=torch.zeros(2, 10),
+                                    transl=torch.zeros(2, 3),
                                     scores=torch.ones(2), method="test", joint_names=SMPL_OUTPUT_JOINT_NAMES)
     K = np.array([[1000.0, 0.0, 400.0], [0.0, 1000.0, 500.0], [0.0, 0.0, 1.0]])
     # the detections: the bodies' COCO-17 joints projected by hand, then moved
