@@ -30,9 +30,11 @@ class DatasetEvaluation(Protocol):
             i belongs to rank ``i % world_size``: :func:`meshrec.distributed.shard_indices`),
             runs the same number of collective steps on every rank
             (:func:`meshrec.distributed.padded_batches`) and merges the ranks' accumulators
-            before computing (:func:`meshrec.distributed.merge_evaluator`), so that every rank
-            returns the single-process metrics. :func:`meshrec.evaluate` refuses a torchrun job
-            for a function without ``shard``.
+            before computing (:func:`meshrec.distributed.merge_evaluator`; per-item outputs
+            that feed another accumulator: :func:`meshrec.distributed.gather_indexed`), so that
+            every rank returns the single-process metrics. Any randomness is seeded per sample,
+            never per rank. :func:`meshrec.evaluate` refuses a torchrun job for a function
+            without ``shard``.
 
     Returns:
         A JSON-serialisable dict: metric name -> value (millimetres for distances), plus any
