@@ -113,7 +113,8 @@ def synthetic_pw3d(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scale_out")
     checkpoint = folder / "hmr-synthetic.pth"
     torch.save({"meta": mmhuman3d_meta(), "state_dict": mmhuman3d_hmr_state_dict()}, checkpoint)
-    return write_synthetic_pw3d(folder / "pw3d", frames=FRAMES), checkpoint, write_synthetic_body_models(folder / "models")
+    body = write_synthetic_body_models(folder / "models")
+    return write_synthetic_pw3d(folder / "pw3d", frames=FRAMES), checkpoint, body
 
 
 @pytest.fixture(scope="module")
