@@ -189,7 +189,10 @@ inline SMPLSizes check_smpl_backward(const at::Tensor& grad_vertices, const at::
   SMPLSizes s = check_smpl_model(betas, rotations, joint_template, shapedirs, posedirs, joint_shapedirs, parents,
                                  skin_joints, skin_weights);
   check_float_like(grad_vertices, "grad_vertices", betas, "betas");
-  check_shape(grad_vertices, {s.batch, s.num_vertices, 3}, "grad_vertices", "(B, V, 3)");
+  // Empty: the vertices were not used, their gradient is zero (no (B, V, 3) zeros to allocate).
+  if (grad_vertices.numel() != 0 || s.batch * s.num_vertices == 0) {
+    check_shape(grad_vertices, {s.batch, s.num_vertices, 3}, "grad_vertices", "(B, V, 3), or empty for zeros");
+  }
   check_float_like(posed_template, "posed_template", betas, "betas");
   check_shape(posed_template, {s.batch, s.num_vertices, 3}, "posed_template",
               "(B, V, 3) (the posed template saved by smpl_lbs with save_posed=True)");

@@ -28,8 +28,10 @@
 #include <atomic>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "../common/cpu_simd.h"
+#include "../common/parallel.h"
 #include "lbs.h"
 #include "smpl_binding.h"
 
@@ -44,7 +46,17 @@ constexpr int64_t kPanel = smpl::kPanelColumns;
 constexpr int64_t kBodiesPerItem = 64;      // bodies of a work item; they reuse the item's panel from L2
 constexpr int64_t kPrefetchRows = 16;       // panel rows ahead that an item's first tile prefetches
 constexpr int64_t kBackwardItems = 16;      // the backward's vertex pass splits a chunk into >= this many items
+constexpr int64_t kVerticesPerSplit = 256;  // ... unless a split would hold fewer vertices than this
 constexpr int64_t kInterleave = 4;          // partial sums per joint in the backward's vertex pass
+constexpr int64_t kBlendBackwardBodies = 8; // up to this batch the backward's blend product is meshrec's own
+
+// Single-thread costs measured on the development machine (AVX-512, float32; benchmarks/RESULTS.md,
+// "Grain sizes"), for the grain sizes of common/parallel.h.
+constexpr double kPrepareNanoseconds = 1500.0;     // per body: kinematics and transforms
+constexpr double kPanelBytesPerNanosecond = 20.0;  // streaming a blend panel from memory
+constexpr double kMacsPerNanosecond = 40.0;        // the blend GEMM, once a panel is in cache
+constexpr double kSkinBackwardNanoseconds = 60.0;  // per vertex of the backward's vertex pass
+constexpr double kRegressNanoseconds = 3.0;        // per regressor entry and body
 
 // Register tiling per instruction set: kLanes values per vector; a tile of R bodies holds
 // kAccumulators / R vectors of columns per body (at most 12), so that the accumulators plus a
@@ -329,7 +341,7 @@ template <typename T>
 struct BackwardChunk {
   const Model<T>* model;
   const T* transforms;        // (n, J, 16) recomputed
-  const T* grad_vertices;     // (n, V, 3)
+  const T* grad_vertices;     // (n, V, 3), or nullptr: zero (the vertices were not used)
   const T* grad_joints;       // (n, J + R, 3)
   const T* posed;             // (n, V, 3) saved posed template
   const int32_t* regressor_vertices;  // regressor entries, sorted by vertex
@@ -367,7 +379,7 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
     const int64_t body = item / c.splits, split = item % c.splits;
     const int64_t v_begin = std::min(V, split * per_split), v_end = std::min(V, v_begin + per_split);
     const T* transforms = c.transforms + body * J * kTransformSize;
-    const T* grad_vertices = c.grad_vertices + body * 3 * V;
+    const T* grad_vertices = c.grad_vertices != nullptr ? c.grad_vertices + body * 3 * V : nullptr;
     const T* grad_regressed = c.grad_joints + (body * c.num_joint_rows + J) * 3;
     const T* posed = c.posed + body * 3 * V;
     T* grad_posed = c.grad_posed + body * 3 * V;
@@ -378,13 +390,24 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
     int64_t entry = std::lower_bound(c.regressor_vertices, c.regressor_vertices + c.regressor_entries,
                                      static_cast<int32_t>(v_begin)) - c.regressor_vertices;
     for (int64_t i = v_begin; i < v_end; ++i) {
-      T g0 = grad_vertices[3 * i], g1 = grad_vertices[3 * i + 1], g2 = grad_vertices[3 * i + 2];
+      T g0 = 0, g1 = 0, g2 = 0;
+      if (grad_vertices != nullptr) {
+        g0 = grad_vertices[3 * i];
+        g1 = grad_vertices[3 * i + 1];
+        g2 = grad_vertices[3 * i + 2];
+      }
       for (; entry < c.regressor_entries && c.regressor_vertices[entry] == i; ++entry) {
         const T w = c.regressor_weights[entry];
         const T* gr = grad_regressed + 3 * static_cast<int64_t>(c.regressor_rows[entry]);
         g0 += w * gr[0];
         g1 += w * gr[1];
         g2 += w * gr[2];
+      }
+      if (g0 == T(0) && g1 == T(0) && g2 == T(0)) {
+        // A vertex the loss does not read (e.g. all but the regressed ones of a joints loss)
+        // contributes nothing: skip its skinning transform and outer product.
+        grad_posed[3 * i] = grad_posed[3 * i + 1] = grad_posed[3 * i + 2] = T(0);
+        continue;
       }
       gt0 += g0;
       gt1 += g1;
@@ -426,22 +449,62 @@ MESHREC_ALWAYS_INLINE void skin_backward_items(const BackwardChunk<T>& c, int64_
   }
 }
 
-// ---- threading -------------------------------------------------------------------------------------
+// ---- backward: the blend shapes' share of the coefficient gradients -------------------------------
 
-// fn(begin, end) over [0, count) in chunks handed out on demand: a thread slowed down (by other
-// work on the machine, or by a partial group of bodies) takes fewer chunks instead of holding
-// the others at the barrier. Each chunk writes only its own outputs, so results do not depend on
-// which thread ran it.
-template <typename F>
-void parallel_dynamic(int64_t count, const F& fn) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), count));
-  const int64_t chunk = std::max<int64_t>(1, count / (8 * threads));
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    for (int64_t begin = next.fetch_add(chunk); begin < count; begin = next.fetch_add(chunk)) {
-      fn(begin, std::min(count, begin + chunk));
+// grad_x[b, k] = sum_c M[k, c] grad_posed[b, c] for a few bodies, M = [S ; P] (K x 3V, its two
+// parts row-major as the model stores them), over the 192-column blocks where some body's
+// grad_posed is non-zero: a joints-only loss leaves most blocks zero, and the product then reads
+// only the few blocks its vertices live in. Each row is one task's, summed in a fixed order.
+template <typename T>
+struct BlendBackward {
+  const T* shapedirs;      // (NB, 3V)
+  const T* posedirs;       // (P, 3V)
+  const T* grad_posed;     // (n, 3V)
+  const int64_t* blocks;   // active column blocks, ascending
+  int64_t num_blocks, num_betas, columns, num_bodies;
+  T* grad_betas;           // (n, NB), added to
+  T* grad_pose;            // (n, J * 9), rows 9.. added to
+  int64_t pose_stride;     // J * 9
+};
+
+template <typename T, class I>
+MESHREC_ALWAYS_INLINE void blend_backward_rows(const BlendBackward<T>& c, int64_t begin, int64_t end) {
+  using V = typename I::Vector;
+  constexpr int kLanes = I::kLanes;
+  for (int64_t k = begin; k < end; ++k) {
+    const T* row = k < c.num_betas ? c.shapedirs + k * c.columns : c.posedirs + (k - c.num_betas) * c.columns;
+    for (int64_t b0 = 0; b0 < c.num_bodies; b0 += 4) {
+      const int rows = static_cast<int>(std::min<int64_t>(4, c.num_bodies - b0));
+      V acc[4] = {V{}, V{}, V{}, V{}};
+      T tail[4] = {0, 0, 0, 0};
+      for (int64_t q = 0; q < c.num_blocks; ++q) {
+        const int64_t first = c.blocks[q] * kPanel, last = std::min(c.columns, first + kPanel);
+        int64_t col = first;
+        for (; col + kLanes <= last; col += kLanes) {
+          V m;
+          simd::load(m, row + col);
+          for (int r = 0; r < rows; ++r) {
+            V g;
+            simd::load(g, c.grad_posed + (b0 + r) * c.columns + col);
+            acc[r] += m * g;
+          }
+        }
+        for (; col < last; ++col) {
+          for (int r = 0; r < rows; ++r) tail[r] += row[col] * c.grad_posed[(b0 + r) * c.columns + col];
+        }
+      }
+      for (int r = 0; r < rows; ++r) {
+        T sum = tail[r];
+        for (int lane = 0; lane < kLanes; ++lane) sum += acc[r][lane];
+        const int64_t b = b0 + r;
+        if (k < c.num_betas) {
+          c.grad_betas[b * c.num_betas + k] += sum;
+        } else {
+          c.grad_pose[b * c.pose_stride + 9 + (k - c.num_betas)] += sum;
+        }
+      }
     }
-  });
+  }
 }
 
 // ---- per-ISA entry points -------------------------------------------------------------------------
@@ -450,6 +513,35 @@ template <typename T>
 using ForwardItems = void (*)(const ForwardChunk<T>&, int64_t, int64_t);
 template <typename T>
 using BackwardItems = void (*)(const BackwardChunk<T>&, int64_t, int64_t);
+template <typename T>
+using BlendBackwardRows = void (*)(const BlendBackward<T>&, int64_t, int64_t);
+
+template <typename T>
+MESHREC_FLATTEN void blend_backward_baseline(const BlendBackward<T>& c, int64_t begin, int64_t end) {
+  blend_backward_rows<T, Isa<T, 16>>(c, begin, end);
+}
+#if MESHREC_X86
+template <typename T>
+MESHREC_TARGET_AVX2 void blend_backward_avx2(const BlendBackward<T>& c, int64_t begin, int64_t end) {
+  blend_backward_rows<T, Isa<T, 32>>(c, begin, end);
+}
+template <typename T>
+MESHREC_TARGET_AVX512 void blend_backward_avx512(const BlendBackward<T>& c, int64_t begin, int64_t end) {
+  blend_backward_rows<T, Isa<T, 64>>(c, begin, end);
+}
+#endif
+
+template <typename T>
+BlendBackwardRows<T> blend_backward_fn() {
+#if MESHREC_X86
+  switch (simd::cpu_isa()) {
+    case simd::Isa::kAvx512: return &blend_backward_avx512<T>;
+    case simd::Isa::kAvx2: return &blend_backward_avx2<T>;
+    default: break;
+  }
+#endif
+  return &blend_backward_baseline<T>;
+}
 
 template <typename T>
 MESHREC_FLATTEN void blend_skin_baseline(const ForwardChunk<T>& c, int64_t begin, int64_t end) {
@@ -515,8 +607,8 @@ BackwardItems<T> backward_items() {
 template <typename T>
 void scatter_entries(const T* in, int64_t in_stride, const int32_t* ids, const int32_t* rows, const T* weights,
                      int64_t entries, T* out, int64_t out_rows, int64_t out_stride, int64_t num_bodies) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, entries + out_rows));
-  at::parallel_for(0, num_bodies, grain, [&](int64_t begin, int64_t end) {
+  const double body_ns = kRegressNanoseconds * static_cast<double>(entries + out_rows);
+  parallel_for_cost(0, num_bodies, body_ns, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const T* v = in + b * in_stride;
       T* o = out + b * out_stride;
@@ -580,7 +672,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> smpl_lbs_cpu(
       const T* joint_template_ptr = joint_template.const_data_ptr<T>() + c0 * joint_stride;
       T* joints_ptr = joints.mutable_data_ptr<T>() + c0 * (J + R) * 3;
 
-      at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+      parallel_for_cost(0, n, kPrepareNanoseconds, [&](int64_t begin, int64_t end) {
         T global_rotations[kMaxJoints * 9], posed_joints[kMaxJoints * 3], rest[kMaxJoints * 3];
         for (int64_t b = begin; b < end; ++b) {
           smpl::prepare_body(betas_ptr + b * model.num_betas, rotations_ptr + b * J * 9,
@@ -605,7 +697,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> smpl_lbs_cpu(
       fc.posed = save_posed ? posed.mutable_data_ptr<T>() + c0 * 3 * V : nullptr;
       fc.num_bodies = n;
       fc.num_groups = (n + kBodiesPerItem - 1) / kBodiesPerItem;
-      parallel_dynamic(model.num_panels * fc.num_groups, [&](int64_t begin, int64_t end) { items_fn(fc, begin, end); });
+      // An item streams one panel (K x 192 values) and multiplies it with up to kBodiesPerItem bodies.
+      const double item_ns = static_cast<double>(K * kPanel * sizeof(T)) / kPanelBytesPerNanosecond +
+                             static_cast<double>(std::min(n, kBodiesPerItem) * K * kPanel) / kMacsPerNanosecond;
+      parallel_dynamic(model.num_panels * fc.num_groups, item_ns,
+                       [&](int64_t begin, int64_t end) { items_fn(fc, begin, end); });
 
       if (R > 0) {
         scatter_entries(fc.vertices, 3 * V, regressor_vertices.const_data_ptr<int32_t>(),
@@ -627,7 +723,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
                                           shapedirs_in, posedirs_in, joint_shapedirs_in, parents, skin_joints_in,
                                           skin_weights_in, regressor_vertices_in, regressor_rows_in,
                                           regressor_weights_in, posed_in);
-  const at::Tensor grad_vertices = grad_vertices_in.contiguous(), grad_joints = grad_joints_in.contiguous();
+  // An empty grad_vertices stands for zeros: the vertices were not used (no (B, V, 3) fill).
+  const bool vertices_used = grad_vertices_in.numel() > 0;
+  const at::Tensor grad_vertices = vertices_used ? grad_vertices_in.contiguous() : at::Tensor();
+  const at::Tensor grad_joints = grad_joints_in.contiguous();
   const at::Tensor betas = betas_in.contiguous(), rotations = rotations_in.contiguous();
   const at::Tensor joint_template = joint_template_in.contiguous();
   const at::Tensor shapedirs = shapedirs_in.contiguous(), posedirs = posedirs_in.contiguous();
@@ -651,7 +750,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
     using T = scalar_t;
     const Model<T> model = model_view<T>(s, at::Tensor(), joint_shapedirs, parents, skin_joints, skin_weights);
     const int64_t chunk = std::min(B, kBodiesPerChunk);
-    const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(kBackwardItems, (kBackwardItems + chunk - 1) / chunk));
+    // Splits of each body's vertices: enough items for the threads, none of only a few vertices.
+    // They depend on the sizes only, so the fixed-order reduction below is thread-count independent.
+    const int64_t splits = std::max<int64_t>(
+        1, std::min({kBackwardItems, (kBackwardItems + chunk - 1) / chunk, (V + kVerticesPerSplit - 1) / kVerticesPerSplit}));
     // Per body: transforms, global rotations and rest joints; per item: partial transform and
     // translation gradients.
     const int64_t per_body = J * (kTransformSize + 9 + 3);
@@ -672,7 +774,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
       const T* joint_template_ptr = joint_template.const_data_ptr<T>() + c0 * joint_stride;
       const T* grad_joints_ptr = grad_joints.const_data_ptr<T>() + c0 * joint_rows * 3;
 
-      at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+      parallel_for_cost(0, n, kPrepareNanoseconds, [&](int64_t begin, int64_t end) {
         T posed_joints[kMaxJoints * 3];
         for (int64_t b = begin; b < end; ++b) {
           smpl::prepare_body(betas_ptr + b * NB, rotations_ptr + b * J * 9, joint_template_ptr + b * joint_stride,
@@ -685,7 +787,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
       BackwardChunk<T> bc;
       bc.model = &model;
       bc.transforms = transforms;
-      bc.grad_vertices = grad_vertices.const_data_ptr<T>() + c0 * 3 * V;
+      bc.grad_vertices = vertices_used ? grad_vertices.const_data_ptr<T>() + c0 * 3 * V : nullptr;
       bc.grad_joints = grad_joints_ptr;
       bc.posed = posed.const_data_ptr<T>() + c0 * 3 * V;
       bc.regressor_vertices = regressor_vertices.const_data_ptr<int32_t>();
@@ -698,13 +800,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
       bc.num_bodies = n;
       bc.splits = splits;
       bc.num_joint_rows = joint_rows;
-      parallel_dynamic(n * splits, [&](int64_t begin, int64_t end) { items_fn(bc, begin, end); });
+      const double item_ns = kSkinBackwardNanoseconds * static_cast<double>((V + splits - 1) / splits);
+      parallel_dynamic(n * splits, item_ns, [&](int64_t begin, int64_t end) { items_fn(bc, begin, end); });
 
       T* grad_betas_ptr = grad_betas.mutable_data_ptr<T>() + c0 * NB;
       T* grad_rotations_ptr = grad_rotations.mutable_data_ptr<T>() + c0 * J * 9;
       T* grad_transl_ptr = grad_transl.mutable_data_ptr<T>() + c0 * 3;
       T* grad_joint_template_ptr = grad_joint_template.mutable_data_ptr<T>() + c0 * J * 3;
-      at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+      parallel_for_cost(0, n, kPrepareNanoseconds, [&](int64_t begin, int64_t end) {
         T grad_transforms[kMaxJoints * kTransformSize], scratch_M[kMaxJoints * 9], scratch_q[kMaxJoints * 3];
         for (int64_t b = begin; b < end; ++b) {
           // Fixed-order reduction of the vertex pass's partial sums.
@@ -733,10 +836,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
     }
   });
 
-  // The blend shapes' share: d/dx of v_p = T + [S ; P]^T x is [S ; P] grad_posed (BLAS GEMMs).
+  // The blend shapes' share: d/dx of v_p = T + [S ; P]^T x is [S ; P] grad_posed. A few bodies:
+  // meshrec's product, which streams the rows once and skips the column blocks no gradient reaches
+  // (a GEMM reads all 17 MB for them); more: BLAS GEMMs, which then run at their compute peak.
   const at::Tensor grad_posed_rows = grad_posed.view({B, 3 * V});
-  if (NB > 0) grad_betas.add_(at::mm(grad_posed_rows, shapedirs.t()));
-  if (J > 1) grad_rotations.view({B, J * 9}).narrow(1, 9, 9 * (J - 1)).add_(at::mm(grad_posed_rows, posedirs.t()));
+  if (B <= kBlendBackwardBodies) {
+    AT_DISPATCH_FLOATING_TYPES(betas.scalar_type(), "meshrec::smpl_lbs_backward (blend)", [&] {
+      using T = scalar_t;
+      const T* gp = grad_posed.const_data_ptr<T>();
+      const int64_t columns = 3 * V, num_blocks = (columns + kPanel - 1) / kPanel;
+      std::vector<int64_t> blocks;
+      blocks.reserve(num_blocks);
+      for (int64_t q = 0; q < num_blocks; ++q) {
+        const int64_t first = q * kPanel, last = std::min(columns, first + kPanel);
+        bool active = false;
+        for (int64_t b = 0; b < B && !active; ++b) {
+          for (int64_t col = first; col < last; ++col) {
+            if (gp[b * columns + col] != T(0)) {
+              active = true;
+              break;
+            }
+          }
+        }
+        if (active) blocks.push_back(q);
+      }
+      BlendBackward<T> c;
+      c.shapedirs = shapedirs.const_data_ptr<T>();
+      c.posedirs = posedirs.const_data_ptr<T>();
+      c.grad_posed = gp;
+      c.blocks = blocks.data();
+      c.num_blocks = static_cast<int64_t>(blocks.size());
+      c.num_betas = NB;
+      c.columns = columns;
+      c.num_bodies = B;
+      c.grad_betas = grad_betas.mutable_data_ptr<T>();
+      c.grad_pose = grad_rotations.mutable_data_ptr<T>();
+      c.pose_stride = J * 9;
+      const int64_t rows = NB + 9 * (J - 1);
+      const double row_ns = static_cast<double>(c.num_blocks * kPanel * sizeof(T)) / kPanelBytesPerNanosecond +
+                            static_cast<double>(B * c.num_blocks * kPanel) / kMacsPerNanosecond;
+      const BlendBackwardRows<T> rows_fn = blend_backward_fn<T>();
+      parallel_for_cost(0, rows, row_ns, [&](int64_t begin, int64_t end) { rows_fn(c, begin, end); });
+    });
+  } else {
+    if (NB > 0) grad_betas.add_(at::mm(grad_posed_rows, shapedirs.t()));
+    if (J > 1) grad_rotations.view({B, J * 9}).narrow(1, 9, 9 * (J - 1)).add_(at::mm(grad_posed_rows, posedirs.t()));
+  }
   return {grad_betas, grad_rotations, grad_transl, grad_posed, grad_joint_template};
 }
 

@@ -3,6 +3,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/mm.h>
 #include <torch/library.h>
 
@@ -128,7 +129,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
                                           skin_weights_in, regressor_vertices_in, regressor_rows_in,
                                           regressor_weights_in, posed_in);
   const c10::cuda::CUDAGuard guard(betas_in.device());
-  const at::Tensor grad_vertices = grad_vertices_in.contiguous(), grad_joints = grad_joints_in.contiguous();
+  // An empty grad_vertices stands for zeros (the vertices were not used); the kernels read a
+  // zeroed buffer then (one memset on the device).
+  const at::Tensor grad_vertices =
+      grad_vertices_in.numel() > 0 || betas_in.size(0) * skin_weights_in.size(0) == 0
+          ? grad_vertices_in.contiguous()
+          : at::zeros({betas_in.size(0), skin_weights_in.size(0), 3}, betas_in.options());
+  const at::Tensor grad_joints = grad_joints_in.contiguous();
   const at::Tensor betas = betas_in.contiguous(), rotations = rotations_in.contiguous();
   const at::Tensor joint_template = joint_template_in.contiguous();
   const at::Tensor shapedirs = shapedirs_in.contiguous(), posedirs = posedirs_in.contiguous();

@@ -101,14 +101,33 @@ class KeypointModel(nn.Module):
                 h36m_regressor = JointRegressor(h36m_regressor)
             self.h36m_regressor = h36m_regressor
             self.register_buffer("indices", torch.tensor([int(s.split(":")[1]) for s in layout.sources]))
+            sparse = h36m_regressor.sparse()
+            self._support = sparse.support()
+            self._support_regressor = sparse.select_vertices(self._support)
         else:
             self.register_buffer("indices", torch.tensor([SMPL_OUTPUT_JOINT_NAMES.index(s) for s in layout.sources]))
 
-    def forward(self, vertices: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
-        """vertices (B, V, 3), joints (B, 45, 3) -> keypoints (B, K, 3) in the same frame."""
+    @property
+    def vertex_ids(self) -> tuple[int, ...] | None:
+        """The vertices the keypoints read, ascending (the H36M regressor's support), or None when
+        they are joints only. A body model called with ``vertex_ids=`` these (the joints-only
+        path) gives ``vertices`` that :meth:`forward` accepts in place of the full mesh."""
+        if self.h36m_regressor is None:
+            return None
+        return tuple(self._support.tolist())
+
+    def forward(self, vertices: torch.Tensor | None, joints: torch.Tensor) -> torch.Tensor:
+        """vertices (B, V, 3) or only those of :attr:`vertex_ids` (B, n, 3), or None when
+        :attr:`vertex_ids` is None; joints (B, 45, 3) -> keypoints (B, K, 3) in the same frame."""
         if self.h36m_regressor is not None:
+            if vertices is None:
+                raise ValueError(f"layout {self.layout.name!r} reads vertices (the H36M regressor); pass the mesh "
+                                 "or the vertices of KeypointModel.vertex_ids")
+            regressor = self.h36m_regressor.sparse()
+            if vertices.dim() == 3 and vertices.shape[1] == len(self._support) != regressor.num_vertices:
+                regressor = self._support_regressor
             # The regressor follows the vertices' dtype (a fit may run in float64): its few
             # hundred non-zero weights are converted, not the mesh.
-            regressed = joint_regression(vertices, self.h36m_regressor.sparse().to(dtype=vertices.dtype))
+            regressed = joint_regression(vertices, regressor.to(device=vertices.device, dtype=vertices.dtype))
             return regressed.index_select(1, self.indices)
         return joints.index_select(1, self.indices)

@@ -34,7 +34,7 @@ import math
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse
@@ -60,6 +60,7 @@ from meshrec.ops.smpl import (
     _shape_rows,
     _smpl_lbs,
     _sparse_skinning,
+    _vertex_selection,
 )
 from meshrec.rotations import _rodrigues_unchecked
 
@@ -260,6 +261,7 @@ class SMPL(nn.Module):
         self.num_joints = num_joints
         self._source_keys: dict[str, tuple] = {}
         self._kernel_inputs_cache: tuple | None = None
+        self._selection_cache: dict[tuple[int, ...] | None, tuple] = {}
         self._sync_kernel_arrays()
 
         def parameter(create: bool, name: str, value: Any, width: int) -> None:
@@ -314,6 +316,7 @@ class SMPL(nn.Module):
             self._derive(groups)
         self._source_keys = keys
         self._kernel_inputs_cache = None
+        self._selection_cache = {}
         return True
 
     def _derive(self, groups: set[str]) -> None:
@@ -378,6 +381,26 @@ class SMPL(nn.Module):
         if not compiling:
             self._kernel_inputs_cache = inputs
         return inputs
+
+    def _selected_inputs(self, vertex_ids: tuple[int, ...] | None, arrays: SMPLArrays, vertex_joints: SparseRegressor
+                         ) -> tuple[SMPLArrays, SparseRegressor, torch.Tensor, torch.Tensor]:
+        """The model restricted to the vertex joints' vertices plus ``vertex_ids`` (the joints-only
+        path): its arrays and vertex-joint regressor, the selected vertices' ids in the full mesh
+        (n,), and the position of each of ``vertex_ids`` among them. Cached per ``vertex_ids``
+        until a source buffer changes (a few hundred microseconds to build)."""
+        cached = self._selection_cache.get(vertex_ids)
+        if cached is not None and not torch.compiler.is_compiling():
+            return cached
+        requested = torch.as_tensor(vertex_ids if vertex_ids is not None else (), dtype=torch.int64)
+        union = torch.unique(torch.cat([vertex_joints.support(), requested]))  # ascending
+        positions = torch.searchsorted(union, requested)
+        device = arrays.v_template.device
+        with torch.inference_mode(False), torch.no_grad():
+            selected = (arrays.select_vertices(union), vertex_joints.select_vertices(union), union.to(device),
+                        positions.to(device))
+        if not torch.compiler.is_compiling():
+            self._selection_cache[vertex_ids] = selected
+        return selected
 
     def _templates(self, v_template: torch.Tensor | None, arrays: SMPLArrays,
                    joint_regressor: SparseRegressor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -518,6 +541,7 @@ class SMPL(nn.Module):
         pose2rot: bool = True,
         v_template: torch.Tensor | None = None,
         return_shaped: bool = False,
+        vertex_ids: Sequence[int] | torch.Tensor | None = None,
         **kwargs: Any,
     ) -> SMPLOutput:
         """Posed mesh and joints.
@@ -527,7 +551,13 @@ class SMPL(nn.Module):
             body_pose: (B, 69) axis-angle (pose2rot=True) or (B, 23, 3, 3) rotation matrices.
             global_orient: (B, 3) axis-angle or (B, 1, 3, 3) / (B, 3, 3) rotation matrices.
             transl: (B, 3) translation in metres, added to vertices and joints.
-            return_verts: return the vertices (smplx compatibility; they are always computed).
+            return_verts: compute the mesh. False takes the joints-only path: the kinematic
+                joints plus only the vertices the vertex joints need, reading 63 of the 20,670
+                blend-shape columns instead of all (a fitting loop whose loss reads joints);
+                ``vertices`` is then None. Joints equal the full path's to rounding.
+            vertex_ids: (n,) distinct vertex indices: joints-only path, plus these vertices,
+                returned as ``vertices`` (B, n, 3) in this order (e.g. a joint regressor's
+                support, contact vertices). Overrides ``return_verts``.
             return_full_pose: also return the concatenated pose.
             pose2rot: poses are axis-angle (True) or rotation matrices (False).
             v_template: optional (V, 3) or (B, V, 3) template replacing the model's (as smplx's
@@ -546,10 +576,10 @@ class SMPL(nn.Module):
         """
         return self._forward(betas, transl, return_verts, return_full_pose, pose2rot,
                              dict(global_orient=global_orient, body_pose=body_pose), v_template, return_shaped,
-                             kwargs)
+                             kwargs, vertex_ids)
 
     def _forward(self, betas, transl, return_verts, return_full_pose, pose2rot, poses, v_template, return_shaped,
-                 kwargs) -> SMPLOutput:
+                 kwargs, vertex_ids=None) -> SMPLOutput:
         if kwargs:
             unknown = set(kwargs) - _IGNORED_SMPLX_KEYWORDS
             if unknown:
@@ -603,9 +633,20 @@ class SMPL(nn.Module):
 
         arrays, vertex_joints, joint_regressor = self._kernel_inputs()
         vertex_template, joint_template = self._templates(v_template, arrays, joint_regressor)
+        selection = None
+        if vertex_ids is not None or not return_verts:
+            key = None if vertex_ids is None else tuple(_vertex_selection(vertex_ids, num_vertices).tolist())
+            arrays, vertex_joints, union, selection = self._selected_inputs(key, arrays, vertex_joints)
+            if vertex_template is not None:
+                vertex_template = vertex_template.index_select(1, union)
+            if vertex_ids is None:
+                selection = None
         mapped = self.joint_mapper is not None
         vertices, joints = _smpl_lbs(betas, rotations, arrays, None if mapped else transl, vertex_template,
                                      joint_template, vertex_joints)
+        if selection is not None:
+            vertices = vertices.index_select(1, selection)
+        return_verts = return_verts or vertex_ids is not None
         if mapped:
             joints = self.joint_mapper(joints)
             if transl is not None:
@@ -732,6 +773,7 @@ class SMPLH(SMPL):
         pose2rot: bool = True,
         v_template: torch.Tensor | None = None,
         return_shaped: bool = False,
+        vertex_ids: Sequence[int] | torch.Tensor | None = None,
         **kwargs: Any,
     ) -> SMPLHOutput:
         """As :meth:`SMPL.forward`, with ``body_pose`` (B, 63) and hand poses: PCA coefficients
@@ -740,4 +782,4 @@ class SMPLH(SMPL):
         poses = dict(global_orient=global_orient, body_pose=body_pose,
                      left_hand_pose=left_hand_pose, right_hand_pose=right_hand_pose)
         return self._forward(betas, transl, return_verts, return_full_pose, pose2rot, poses, v_template, return_shaped,
-                             kwargs)
+                             kwargs, vertex_ids)

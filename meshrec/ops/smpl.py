@@ -57,6 +57,33 @@ class SMPLArrays(NamedTuple):
                                  "joint_shapedirs", "skin_weights")}
         return self._replace(skin_joints=self.skin_joints.to(device=device), **floating)
 
+    def select_vertices(self, vertex_ids: Any) -> SMPLArrays:
+        """The same body model restricted to some of its vertices: vertex i of the result is
+        vertex ``vertex_ids[i]`` of this one. Joints are unchanged (their regressor is folded in).
+
+        :func:`smpl_lbs` on the result computes the kinematic joints and only those vertices,
+        reading only their columns of the blend shapes: the joints-only path of a fitting loop,
+        whose loss reads the joints and a few vertices (smplx's vertex joints, a regressor's
+        support, contact vertices). For SMPL's 21 vertex joints that is 63 of the 20,670 columns.
+        Costs one copy of the selected columns (K x 3n values); build it once and reuse it.
+
+        Args:
+            vertex_ids: (n,) distinct vertex indices in [0, V), any order, n >= 0.
+        """
+        ids = _vertex_selection(vertex_ids, self.v_template.shape[0])
+        index = ids.to(self.v_template.device)
+        columns = (3 * index[:, None] + torch.arange(3, device=index.device)).reshape(-1)
+        shapedirs = self.shapedirs.index_select(1, columns).contiguous()
+        posedirs = self.posedirs.index_select(1, columns).contiguous()
+        return self._replace(
+            v_template=self.v_template.index_select(0, index).contiguous(),
+            shapedirs=shapedirs,
+            posedirs=posedirs,
+            blend_panels=_pack_blend_panels(shapedirs, posedirs),
+            skin_joints=self.skin_joints.index_select(0, index.to(self.skin_joints.device)).contiguous(),
+            skin_weights=self.skin_weights.index_select(0, index).contiguous(),
+        )
+
 
 class SparseRegressor(NamedTuple):
     """A sparse (R, V) joint regressor: joint r = sum over its entries of weight * vertex.
@@ -115,11 +142,50 @@ class SparseRegressor(NamedTuple):
         return self._replace(vertex_ids=self.vertex_ids.to(device=device), rows=self.rows.to(device=device),
                              weights=self.weights.to(device=device, dtype=dtype))
 
+    def select_vertices(self, vertex_ids: Any) -> SparseRegressor:
+        """The same regressor for a mesh of selected vertices: vertex i of that mesh is vertex
+        ``vertex_ids[i]`` of this one (see :meth:`SMPLArrays.select_vertices`).
+
+        Raises:
+            ValueError: an entry's vertex is not among ``vertex_ids``.
+        """
+        ids = _vertex_selection(vertex_ids, self.num_vertices)
+        position = torch.full((self.num_vertices,), -1, dtype=torch.int64)
+        position[ids] = torch.arange(len(ids))
+        moved = position[self.vertex_ids.long().cpu()]
+        if bool((moved < 0).any()):
+            missing = sorted(set(self.vertex_ids[moved.to(self.vertex_ids.device) < 0].tolist()))
+            raise ValueError(f"the regressor reads vertices {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+                             "which are not among the selected vertices; select them too")
+        order = torch.argsort(moved, stable=True)  # entries stay sorted by vertex (the kernels' order)
+        device = self.vertex_ids.device
+        return self._replace(vertex_ids=moved[order].to(device=device, dtype=torch.int32),
+                             rows=self.rows[order.to(device)], weights=self.weights[order.to(device)],
+                             num_vertices=len(ids))
+
+    def support(self) -> torch.Tensor:
+        """(n,) int64 ascending: the vertices the regressor reads (CPU)."""
+        return torch.unique(self.vertex_ids.long().cpu())
+
     def to_dense(self) -> torch.Tensor:
         """The (R, V) matrix."""
         dense = self.weights.new_zeros(self.num_rows, self.num_vertices)
         dense[self.rows.long(), self.vertex_ids.long()] = self.weights
         return dense
+
+
+def _vertex_selection(vertex_ids: Any, num_vertices: int) -> torch.Tensor:
+    """(n,) int64 CPU tensor of distinct vertex ids in [0, num_vertices), checked."""
+    ids = torch.as_tensor(_to_numpy(vertex_ids) if not torch.is_tensor(vertex_ids) else vertex_ids.detach().cpu())
+    if ids.dim() != 1 or (ids.numel() and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool)):
+        raise ValueError(f"vertex_ids must be a 1-D sequence of integer vertex indices, got shape {tuple(ids.shape)} "
+                         f"and dtype {ids.dtype}")
+    ids = ids.long()
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_vertices):
+        raise ValueError(f"vertex_ids must lie in [0, {num_vertices}), got {int(ids.min())}..{int(ids.max())}")
+    if len(torch.unique(ids)) != len(ids):
+        raise ValueError("vertex_ids must be distinct")
+    return ids
 
 
 def prepare_smpl_arrays(

@@ -36,7 +36,9 @@ def _smpl_lbs_backward_fake(grad_vertices, grad_joints, betas, rotations, joint_
                             joint_shapedirs, parents, skin_joints, skin_weights, regressor_vertices, regressor_rows,
                             regressor_weights, posed_template):
     batch, num_joints = betas.shape[0], len(parents)
-    torch._check(posed_template.shape == grad_vertices.shape, lambda: "posed_template must be (B, V, 3)")
+    torch._check(grad_vertices.numel() == 0 or posed_template.shape == grad_vertices.shape,
+                 lambda: "posed_template must be (B, V, 3) like grad_vertices (empty: zeros)")
+    grad_vertices = posed_template
     return (betas.new_empty(betas.shape), betas.new_empty((batch, num_joints, 3, 3)), betas.new_empty((batch, 3)),
             betas.new_empty(grad_vertices.shape), betas.new_empty((batch, num_joints, 3)))
 
@@ -65,9 +67,10 @@ def _smpl_lbs_backward(ctx, grad_vertices, grad_joints, _grad_posed):
     if posed.numel() == 0 and batch > 0:
         raise RuntimeError("meshrec::smpl_lbs was called with save_posed=False, so it kept nothing to differentiate; "
                            "call it through meshrec.ops.smpl_lbs, which sets save_posed when a gradient is needed")
-    num_vertices = skin_weights.shape[0]
     if grad_vertices is None:
-        grad_vertices = betas.new_zeros((batch, num_vertices, 3))
+        # The vertices were not used: an empty tensor stands for their zero gradient, which the
+        # kernels skip instead of reading a (B, V, 3) buffer of zeros.
+        grad_vertices = betas.new_empty((0,))
     if grad_joints is None:
         grad_joints = betas.new_zeros((batch, len(ctx.parents) + ctx.num_regressed, 3))
     grad_betas, grad_rotations, grad_transl, grad_vertex_template, grad_joint_template = (

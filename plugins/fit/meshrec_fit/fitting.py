@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from meshrec.body import SMPL
 from meshrec.body.keypoints import KeypointModel
 from meshrec.rotations import matrix_to_axis_angle, rodrigues
 from meshrec_fit.priors import (
@@ -203,10 +204,19 @@ class _Problem:
         self.body_pose = body_pose.detach().clone().requires_grad_()
         self.betas = betas.detach().clone().requires_grad_()
 
-    def body(self):
+    def body(self, mesh: bool = False):
+        """vertices and joints of the current bodies. Unless ``mesh`` or scene terms (which read
+        the whole mesh) ask for the mesh, a meshrec body model takes its joints-only path and
+        ``vertices`` holds only those the keypoints read (None when they read none): the loss
+        never reads the others, and computing them would cost most of the fit."""
         betas = self.betas.repeat(self.frames, 1)  # frame-major: body b is person b % people
+        selective = not mesh and not self.scene_terms and isinstance(self.body_model, SMPL)
+        extra = {}
+        if selective:
+            ids = self.keypoint_model.vertex_ids
+            extra = {"return_verts": False} if ids is None else {"vertex_ids": ids}
         output = self.body_model(betas=betas, global_orient=self.global_orient, body_pose=self.body_pose,
-                                 transl=self.transl)
+                                 transl=self.transl, **extra)
         return output.vertices, output.joints
 
     def reprojection(self, vertices: torch.Tensor, joints: torch.Tensor, subset: list[int] | None) -> torch.Tensor:
@@ -362,7 +372,7 @@ def fit_smpl(
             _optimise(problem, 2, config.body_steps, bar)
         with torch.no_grad():
             losses = {name: value.detach() for name, value in problem.terms(2).items()}
-            vertices, joints = problem.body()
+            vertices, joints = problem.body(mesh=True)
     return FitResult(
         global_orient=rodrigues(problem.global_orient.detach()), body_pose=rodrigues(problem.body_pose.detach().view(batch, 23, 3)),
         betas=problem.betas.detach().repeat(problem.frames, 1), transl=problem.transl.detach(),

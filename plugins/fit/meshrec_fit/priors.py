@@ -14,6 +14,8 @@ Pose prior: SMPLify's learned GMM is replaced by three terms that need no data f
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.nn import functional as F
 
@@ -64,8 +66,10 @@ JOINT_LIMITS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[fl
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8)
 def _bounds(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(23, 3) lowest and highest components, in body_pose's joint order."""
+    """(23, 3) lowest and highest components, in body_pose's joint order (cached: a fit calls
+    this hundreds of times)."""
     limits = torch.tensor([JOINT_LIMITS[name] for name in SMPL_JOINT_NAMES[1:]], dtype=dtype, device=device)
     return limits[..., 0], limits[..., 1]
 
@@ -83,24 +87,41 @@ ARM_BACKWARD_LIMIT = 0.3
 THIGH_BACKWARD_LIMIT = 0.3
 
 
+# The limbs the penalty watches, as (from joint, to joint), and whether the hips' forward
+# direction (True) or the torso's judges them.
+_LIMBS = tuple((f"{side}_{a}", f"{side}_{b}", hips) for side in ("left", "right")
+               for a, b, hips in (("shoulder", "elbow", False), ("elbow", "wrist", False), ("hip", "knee", True)))
+
+
+def _index(names) -> list[int]:
+    return [SMPL_JOINT_NAMES.index(name) for name in names]
+
+
+_LIMB_FROM, _LIMB_TO = _index(a for a, _, _ in _LIMBS), _index(b for _, b, _ in _LIMBS)
+_LIMB_USES_HIPS = [hips for _, _, hips in _LIMBS]
+# (up, torso across, hips across) as differences of joints: (to, from)
+_FRAME_TO, _FRAME_FROM = _index(("neck", "left_shoulder", "left_hip")), _index(("pelvis", "right_shoulder", "right_hip"))
+
+
+@functools.lru_cache(maxsize=8)
+def _limb_limits(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor([THIGH_BACKWARD_LIMIT if hips else ARM_BACKWARD_LIMIT for hips in _LIMB_USES_HIPS],
+                        dtype=dtype, device=device)
+
+
 def backward_limb_penalty(joints: torch.Tensor) -> torch.Tensor:
     """(B, J >= 24, 3) posed SMPL joints (any right-handed frame) -> (B,) squared excess of the
-    upper arms', forearms' and thighs' backward direction over what shoulders and hips allow."""
-    joint = {name: joints[:, SMPL_JOINT_NAMES.index(name)] for name in (
-        "pelvis", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-        "left_hip", "right_hip", "left_knee", "right_knee")}
-    up = F.normalize(joint["neck"] - joint["pelvis"], dim=-1)
-    torso_forward = F.normalize(torch.linalg.cross(joint["left_shoulder"] - joint["right_shoulder"], up, dim=-1), dim=-1)
-    hips_forward = F.normalize(torch.linalg.cross(joint["left_hip"] - joint["right_hip"], up, dim=-1), dim=-1)
-    cost = joints.new_zeros(joints.shape[0])
-    for side in ("left", "right"):
-        arm = F.normalize(joint[f"{side}_elbow"] - joint[f"{side}_shoulder"], dim=-1)
-        forearm = F.normalize(joint[f"{side}_wrist"] - joint[f"{side}_elbow"], dim=-1)
-        thigh = F.normalize(joint[f"{side}_knee"] - joint[f"{side}_hip"], dim=-1)
-        cost = cost + torch.relu(-(arm * torso_forward).sum(-1) - ARM_BACKWARD_LIMIT) ** 2
-        cost = cost + torch.relu(-(forearm * torso_forward).sum(-1) - ARM_BACKWARD_LIMIT) ** 2
-        cost = cost + torch.relu(-(thigh * hips_forward).sum(-1) - THIGH_BACKWARD_LIMIT) ** 2
-    return cost
+    upper arms', forearms' and thighs' backward direction over what shoulders and hips allow.
+
+    Written with a handful of batched ops over all six limbs: a fit evaluates it a few hundred
+    times on a few bodies, where the count of small ops, not arithmetic, sets the cost."""
+    frame = joints[:, _FRAME_TO] - joints[:, _FRAME_FROM]  # (B, 3, 3): up, shoulders, hips
+    up = F.normalize(frame[:, :1], dim=-1)
+    forward = F.normalize(torch.linalg.cross(frame[:, 1:], up.expand(-1, 2, -1), dim=-1), dim=-1)  # torso, hips
+    limbs = F.normalize(joints[:, _LIMB_TO] - joints[:, _LIMB_FROM], dim=-1)  # (B, 6, 3)
+    judge = forward[:, [1 if hips else 0 for hips in _LIMB_USES_HIPS]]
+    backward = -(limbs * judge).sum(-1) - _limb_limits(joints.dtype, joints.device)
+    return (torch.relu(backward) ** 2).sum(-1)
 
 
 # The pose the neutral-pose term pulls towards: standing relaxed, arms down at the sides with the
@@ -112,6 +133,11 @@ RELAXED_POSE = {"left_shoulder": (0.0, 0.0, -1.1), "right_shoulder": (0.0, 0.0, 
 
 def relaxed_pose(dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
     """(69,) axis-angle of :data:`RELAXED_POSE` (other joints zero)."""
+    return _relaxed_pose(dtype, torch.device(device) if device is not None else torch.device("cpu")).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _relaxed_pose(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     pose = torch.zeros(23, 3, dtype=dtype, device=device)
     for name, value in RELAXED_POSE.items():
         pose[SMPL_JOINT_NAMES.index(name) - 1] = torch.tensor(value, dtype=dtype, device=device)
@@ -120,7 +146,7 @@ def relaxed_pose(dtype: torch.dtype = torch.float32, device: torch.device | None
 
 def neutral_pose_penalty(body_pose: torch.Tensor) -> torch.Tensor:
     """(B, 69) -> (B,) squared distance from the relaxed standing pose (rad^2)."""
-    return ((body_pose - relaxed_pose(body_pose.dtype, body_pose.device)) ** 2).sum(dim=1)
+    return ((body_pose - _relaxed_pose(body_pose.dtype, body_pose.device)) ** 2).sum(dim=1)
 
 
 def shape_penalty(betas: torch.Tensor) -> torch.Tensor:
