@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -10,10 +11,12 @@ from PIL import Image
 
 import meshrec
 from meshrec_egohmr.checkpoint import STAGE1_FILE
-from meshrec_egohmr.egobody import ADD_TRANS, EgoBodyScenes, read_annotations
+from meshrec_egohmr.checkpoint import STAGE2_FILE
+from meshrec_egohmr.egobody import ADD_TRANS, CUBE_FOLDERS, EgoBodyCubes, EgoBodyScenes, cube_file, kinect_to_pv, read_annotations
 
-IMAGES = ("egocentric_color/recording_20210907_S02_S01_01/2021-09-07-155421/PV/132754997786014666_frame_01442.jpg",
-          "egocentric_color/recording_20210907_S02_S01_01/2021-09-07-155421/PV/132754997789347000_frame_01443.jpg")
+RECORDING = "recording_20210907_S02_S01_01"
+IMAGES = tuple(f"egocentric_color/{RECORDING}/2021-09-07-155421/PV/1327549977{86014666 + 3333334 * k}_frame_0{1442 + k}.jpg"
+               for k in range(5))
 
 
 def _rotation(angle: float) -> np.ndarray:
@@ -22,7 +25,8 @@ def _rotation(angle: float) -> np.ndarray:
 
 
 def write_egobody(root, frames=2, image_size=(240, 320)):
-    """Two frames of one recording: annotations, images, transforms and stage-1 scene clouds."""
+    """``frames`` (at most 5) frames of one recording: annotations, images, transforms and stage-1
+    scene clouds."""
     rng = np.random.default_rng(0)
     (root / "annotation_egocentric_smpl_npz").mkdir(parents=True)
     height, width = image_size
@@ -36,7 +40,8 @@ def write_egobody(root, frames=2, image_size=(240, 320)):
              pose=rng.normal(scale=0.1, size=(frames, 69)), shape=rng.normal(scale=0.5, size=(frames, 10)),
              global_orient_pv=np.tile([np.pi, 0.0, 0.0], (frames, 1)), transl_pv=np.tile([0.0, 0.2, 4.0], (frames, 1)),
              fx=np.full(frames, 500.0), fy=np.full(frames, 501.0), cx=np.full(frames, 160.0), cy=np.full(frames, 120.0),
-             valid_keypoints=keypoints, **{"3d_joints_pv": np.zeros((frames, 24, 3))}, gender=np.array(["m", "f"][:frames]))
+             valid_keypoints=keypoints, **{"3d_joints_pv": np.zeros((frames, 24, 3))},
+             gender=np.array(["m", "f", "m", "f", "f"][:frames]))
     kinect2holo = np.eye(4)
     kinect2holo[:3, :3] = _rotation(0.3)
     kinect2holo[:3, 3] = [0.5, -0.2, 1.0]
@@ -61,6 +66,64 @@ def write_egobody(root, frames=2, image_size=(240, 320)):
     with open(folder / "map_dict_test.pkl", "wb") as stream:
         pickle.dump({"/".join(name.split("/")[-5:]): key for name in IMAGES[:frames]}, stream)
     return pv
+
+
+def write_cubes(root, frames=2, points=3000):
+    """EgoHMR's offline stage-2 cubes in the release layout (scene-mesh frame, float64 .npy),
+    EgoBody's data_info_release.csv and the recording's kinect12_to_world calibration, after
+    :func:`write_egobody`. Returns {source: [each frame's cube in its PV camera frame]}."""
+    rng = np.random.default_rng(3)
+    kinect12_to_world = np.eye(4)
+    kinect12_to_world[:3, :3] = _rotation(0.7)
+    kinect12_to_world[:3, 3] = [1.0, 0.3, -2.0]
+    (root / "data_info_release.csv").write_text(f"recording_name,scene_name,body_idx_fpv\n{RECORDING},seminar_g110,0 male\n")
+    calibration = root / "calibrations" / RECORDING / "cal_trans" / "kinect12_to_world"
+    calibration.mkdir(parents=True)
+    (calibration / "seminar_g110.json").write_text(json.dumps({"trans": kinect12_to_world.tolist()}))
+    with open(root / "transf_matrices_all_seqs.pkl", "rb") as stream:
+        transforms = pickle.load(stream)
+    expected = {}
+    for offset, source in enumerate(("from_pred", "from_gt")):
+        expected[source] = []
+        for name in IMAGES[:frames]:
+            # points around the annotated body (transl_pv = 0, 0.2, 4), in the PV frame
+            pv = rng.uniform([-1.0, -0.8, 3.0], [1.0, 1.2, 5.0], size=(points, 3)) + 0.05 * offset
+            scene_to_pv = kinect_to_pv(transforms, name) @ np.linalg.inv(kinect12_to_world)
+            pv_to_scene = np.linalg.inv(scene_to_pv)
+            path = root / CUBE_FOLDERS[source] / "test" / RECORDING / name.split("/")[2] / name.split("/")[-1].replace(".jpg", ".npy")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, pv @ pv_to_scene[:3, :3].T + pv_to_scene[:3, 3])
+            expected[source].append(pv)
+    return expected
+
+
+def test_offline_cube_reader(tmp_path):
+    write_egobody(tmp_path, frames=3)
+    expected = write_cubes(tmp_path, frames=3)
+    assert cube_file(tmp_path, IMAGES[1]) == (tmp_path / "Egohmr_scene_preprocess_cube_s2_from_pred_release" / "test" / RECORDING
+                                              / "2021-09-07-155421" / IMAGES[1].split("/")[-1].replace(".jpg", ".npy"))
+    for source in ("from_pred", "from_gt"):
+        cubes = EgoBodyCubes(tmp_path, "test", source)
+        for k in range(3):
+            assert np.abs(cubes.points(IMAGES[k]) - expected[source][k]).max() < 1e-9
+    cubes = EgoBodyCubes(tmp_path, "test", "from_pred")
+    cube_file(tmp_path, IMAGES[2]).unlink()
+    with pytest.raises(FileNotFoundError, match=r"frame_01444\.npy does not exist.*Egohmr_scene_preprocess_cube_s2_from_pred_release"):
+        cubes.points(IMAGES[2])
+    np.save(cube_file(tmp_path, IMAGES[2]), np.zeros((10, 2)))
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        cubes.points(IMAGES[2])
+    np.save(cube_file(tmp_path, IMAGES[2]), np.full((10, 3), np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        cubes.points(IMAGES[2])
+    np.save(cube_file(tmp_path, IMAGES[2]), np.array([{"points": 1}], dtype=object))
+    with pytest.raises(ValueError, match="not a plain .npy"):
+        cubes.points(IMAGES[2])
+    with pytest.raises(FileNotFoundError, match="Egohmr_scene_preprocess_cube_s2_from_gt_release.*does not exist"):
+        EgoBodyCubes(tmp_path, "val", "from_gt")
+    (tmp_path / "data_info_release.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="data_info_release.csv"):
+        EgoBodyCubes(tmp_path, "test", "from_pred")
 
 
 def test_reader_and_scene_transform(tmp_path):
@@ -100,3 +163,35 @@ def test_evaluate_egobody_on_a_synthetic_folder(tmp_path, egohmr_release, body_m
     for key in ("G-MPJPE", "MPJPE", "PA-MPJPE", "MPJPE-vis", "V2V", "apd-joints", "collision-ratio", "contact-ratio"):
         assert np.isfinite(report[key]), key
     assert 0 <= report["collision-ratio"] <= 1 and report["MPJPE"] > 0
+
+
+@pytest.mark.slow
+def test_evaluate_with_offline_cubes_independent_of_batching(tmp_path, egohmr_release, body_models_dir, monkeypatch):
+    write_egobody(tmp_path, frames=3)
+    expected = write_cubes(tmp_path, frames=3)
+    method = meshrec.load_method("egohmr", checkpoint=egohmr_release / STAGE2_FILE, body_model=body_models_dir,
+                                 device="cpu", timestep_respacing="ddim5", num_samples=2, seed=0, guidance=False,
+                                 stage1_scene_points=2000)
+    given = []
+    predict_batch = method.predict_batch
+
+    def spy(samples, **kwargs):
+        given.extend(kwargs["cubes"])
+        assert kwargs["seeds"] == [0] * len(samples)
+        return predict_batch(samples, **kwargs)
+
+    monkeypatch.setattr(method, "predict_batch", spy)
+    reports = [meshrec.evaluate(method, "egobody-egohmr", tmp_path, body_model=body_models_dir, batch_size=size,
+                                progress=False, cubes="from_pred")["metrics"] for size in (3, 1)]
+    assert len(given) == 6 and all(np.abs(given[k] - expected["from_pred"][k % 3]).max() < 1e-9 for k in range(6))
+    first, second = reports
+    assert first["frames"] == 3 and first["cubes"] == "from_pred" and first["num_samples"] == 3
+    for key in ("G-MPJPE", "MPJPE", "PA-MPJPE", "V2V", "apd-joints", "collision-ratio", "contact-ratio"):
+        assert np.isfinite(first[key]), key
+        # seeds per frame, not per batch: only float32 rounding of the batched networks differs (mm)
+        assert first[key] == pytest.approx(second[key], rel=1e-5, abs=1e-4), key
+    gt = meshrec.evaluate(method, "egobody-egohmr", tmp_path, body_model=body_models_dir, batch_size=3,
+                          progress=False, cubes="from_gt", limit=1)["metrics"]
+    assert gt["frames"] == 1 and np.isfinite(gt["MPJPE"])
+    with pytest.raises(ValueError, match="cubes must be one of"):
+        meshrec.evaluate(method, "egobody-egohmr", tmp_path, body_model=body_models_dir, cubes="offline")
