@@ -3,13 +3,17 @@ gather + mm + index_add, which is how torchsparse 1.4 runs on a CPU) and dense c
 
 - sparse-conv-*: one 3x3x3 submanifold layer on 100k active voxels of a room surface (about 8.6
   neighbours per voxel), 16 to 128 channels, with the kernel map built once and reused (as
-  networks do); dense conv3d on the same grid (171^3 cells, 2% occupied) where it fits.
+  networks do); meshrec on torch's threads and on one; spconv 2.x (``spconv.SubMConv3d``, the
+  peer on a CPU, optional: skipped where it is not installed) on one thread with its index
+  pairs built once; dense conv3d on the same grid (171^3 cells, 2% occupied) where it fits.
 - sparse-kernel-map / sparse-voxelize: building the maps and voxelising a scene crop.
 - spvcnn: SA-HMR's scene encoder on a synthetic SA-HMR scene crop (80k points, 5 cm voxels),
   from raw points to per-point outputs; ``extra_info["stages_ms"]`` has the time per stage.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -53,41 +57,129 @@ def dense_conv(coords, features, weight):
     return out[0, :, xyz[:, 0], xyz[:, 1], xyz[:, 2]].T
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Runs the block on ``count`` intra-op threads (None: leaves torch's setting), then restores
+    the previous count so that later benchmarks see the machine's default."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def spconv_layer(coords, features, weight, device):
+    """spconv 2.x's submanifold 3x3x3 conv carrying meshrec's weight, on the same voxels, its index
+    pairs built once (a warm-up call) and reused, as meshrec's kernel map is.
+
+    spconv keeps the weight as (C_out, k0, k1, k2, C_in), the kernel axes in the order of the index
+    columns; the voxel indices go in as meshrec's (batch, x, y, z) shifted to be non-negative, so
+    meshrec's offset k = (dx, dy, dz) (kernel_offsets(3)) lands at [:, dx + 1, dy + 1, dz + 1, :].
+    Both are cross-correlations (out[r] reads input[r + offset]); the caller checks the outputs
+    agree, which is what proves this mapping.
+
+    Returns ``(conv, tensor)``: ``conv(tensor).features`` is the (N, C_out) output in meshrec's
+    row order. Skips the test where spconv is not installed or cannot run on ``device``."""
+    spconv = pytest.importorskip("spconv.pytorch", exc_type=ImportError)
+    from spconv.cppconstants import CPU_ONLY_BUILD
+
+    if device != "cpu" and CPU_ONLY_BUILD:
+        pytest.skip("the installed spconv is a CPU-only build")
+    channels_in, channels_out = weight.shape[1:]
+    conv = spconv.SubMConv3d(channels_in, channels_out, 3, bias=False, indice_key="subm3").to(device)
+    assert conv.weight.shape == (channels_out, 3, 3, 3, channels_in), conv.weight.shape
+    taps = ops.kernel_offsets(3, device=device).long() + 1
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, taps[:, 0], taps[:, 1], taps[:, 2], :] = weight.permute(2, 0, 1)
+    indices = torch.cat([coords[:, :1], coords[:, 1:] - coords[:, 1:].amin(0)], dim=1).int().contiguous()
+    shape = (indices[:, 1:].amax(0) + 1).tolist()
+    batch_size = int(coords[:, 0].max()) + 1
+    with torch.no_grad(), torch_threads(1):
+        warm = conv(spconv.SparseConvTensor(features, indices, shape, batch_size))
+    assert torch.equal(warm.indices, indices)  # submanifold: the output rows are the input rows
+    cached = spconv.SparseConvTensor(features, indices, shape, batch_size, indice_dict=warm.indice_dict)
+    return conv, cached
+
+
+# spconv 2.3.8's CPU conv ("Native": gather - GEMM - scatter-add per offset) is not thread-safe:
+# checked here (2026-12-06) on these 100k voxels with the weights of this file, 10 calls per
+# channel count, against meshrec: on 2 threads 36 of 40 calls gave wrong outputs (1 to 19 of the
+# 100k rows off by up to 1.1, on outputs of magnitude about 3, different rows every call; 16, 32,
+# 64 and 128 channels all affected); on 1 thread 40 of 40 matched meshrec to 5.2e-6 and
+# were bitwise repeatable. So spconv runs on one thread here, the only setting that is correct.
+CONV_FORWARD_IMPLEMENTATIONS = ["meshrec", "meshrec-1thread", "spconv-1thread", "reference", "dense-conv3d"]
+
+
 @pytest.mark.benchmark(group="sparse-conv-forward")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels", CHANNELS)
-@pytest.mark.parametrize("implementation", ["meshrec", "reference", "dense-conv3d"])
+@pytest.mark.parametrize("implementation", CONV_FORWARD_IMPLEMENTATIONS)
 def test_conv_forward(timed, surface, implementation, channels, device):
     if implementation == "dense-conv3d" and channels > DENSE_MAX_CHANNELS:
         pytest.skip(f"dense conv3d on 171^3 cells with {channels} channels does not fit this machine")
+    if implementation == "meshrec-1thread" and device != "cpu":
+        pytest.skip("the thread count matters only on the CPU")
     coords, neighbors, reverse, features, weight = layer_inputs(surface, channels, device)
+    threads = 1 if implementation.endswith("-1thread") else None
+    if implementation == "spconv-1thread":
+        conv, spconv_input = spconv_layer(coords, features, weight, device)
     run = {
         "meshrec": lambda: ops.sparse_conv(features, weight, neighbors, reverse),
+        "meshrec-1thread": lambda: ops.sparse_conv(features, weight, neighbors, reverse),
+        "spconv-1thread": lambda: conv(spconv_input).features,
         "reference": lambda: reference.sparse_conv(features, weight, neighbors),
         "dense-conv3d": lambda: dense_conv(coords, features, weight),
     }[implementation]
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(threads):
         out = timed(run)
     rows = torch.arange(0, coords.shape[0], 997, device=device)
     expected = reference.sparse_conv(features, weight, neighbors[rows])
     torch.testing.assert_close(out[rows], expected, atol=1e-4, rtol=1e-4)
+    if implementation == "spconv-1thread":
+        # every row, against meshrec's kernel: spconv's result must be the same convolution
+        meshrec_out = ops.sparse_conv(features, weight, neighbors, reverse)
+        torch.testing.assert_close(out, meshrec_out, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.benchmark(group="sparse-conv-forward-backward")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels", [32, 128])
-@pytest.mark.parametrize("implementation", ["meshrec", "reference"])
+@pytest.mark.parametrize("implementation", ["meshrec", "reference", "spconv-1thread"])
 def test_conv_forward_backward(timed, surface, implementation, channels, device):
-    _, neighbors, reverse, features, weight = layer_inputs(surface, channels, device)
-    features.requires_grad_()
-    weight.requires_grad_()
-    conv = ops.sparse_conv if implementation == "meshrec" else reference.sparse_conv
+    coords, neighbors, reverse, features, weight = layer_inputs(surface, channels, device)
     upstream = torch.randn(neighbors.shape[0], channels, device=device)
+    if implementation == "spconv-1thread":
+        conv, spconv_input = spconv_layer(coords, features, weight, device)
+        spconv_input = spconv_input.replace_feature(features.clone().requires_grad_())
 
-    def step():
-        return torch.autograd.grad(conv(features, weight, neighbors, reverse), (features, weight), upstream)
+        def spconv_step():
+            with torch_threads(1):
+                out = conv(spconv_input).features
+                return torch.autograd.grad(out, (spconv_input.features, conv.weight), upstream)
 
-    grad_features, grad_weight = timed(step)
+        try:
+            spconv_step()
+        except AssertionError as error:
+            # spconv 2.3.8's indice_conv_backward asks torch.cuda for the current stream whatever
+            # the device, so its backward cannot run with a CPU-only torch (found 2026-12-06)
+            if device == "cpu" and "not compiled with CUDA" in str(error):
+                pytest.skip(f"spconv's CPU backward fails: AssertionError: {error}")
+            raise
+        grad_features, grad_spconv_weight = timed(spconv_step)
+        taps = ops.kernel_offsets(3, device=device).long() + 1
+        grad_weight = grad_spconv_weight[:, taps[:, 0], taps[:, 1], taps[:, 2], :].permute(1, 2, 0)
+    else:
+        features.requires_grad_()
+        weight.requires_grad_()
+        conv = ops.sparse_conv if implementation == "meshrec" else reference.sparse_conv
+
+        def step():
+            return torch.autograd.grad(conv(features, weight, neighbors, reverse), (features, weight), upstream)
+
+        grad_features, grad_weight = timed(step)
     expected = reference.sparse_conv_weight_grad(features.detach(), upstream, neighbors)
     torch.testing.assert_close(grad_weight, expected, atol=1e-2, rtol=1e-3)
     assert grad_features.shape == features.shape
