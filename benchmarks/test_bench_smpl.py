@@ -81,6 +81,30 @@ def test_forward_backward(timed, model_file, implementation, batch, device, monk
         torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-3)
 
 
+@pytest.mark.benchmark(group="smpl-joints-loss")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch", [1, 3, 64])
+@pytest.mark.parametrize("implementation", ["meshrec-joints-only", "meshrec", "smplx"])
+def test_joints_loss_forward_backward(timed, model_file, implementation, batch, device, monkeypatch):
+    """Forward + backward of a loss on the 45 joints only (a fitting loop's step): meshrec's
+    joints-only path (return_verts=False), meshrec's full op, smplx."""
+    model = build(implementation.replace("-joints-only", ""), model_file, device, monkeypatch)
+    pose, betas = inputs(batch, device)
+    pose.requires_grad_(True)
+    betas.requires_grad_(True)
+    extra = {"return_verts": False} if implementation == "meshrec-joints-only" else {}
+
+    def step(model):
+        out = model(betas=betas, global_orient=pose[:, :3], body_pose=pose[:, 3:], **extra)
+        return torch.autograd.grad(out.joints.square().sum(), (pose, betas))
+
+    grads = timed(step, model)
+    extra = {}
+    expected = step(SMPL(model_file, create_transl=False).to(device))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-3)
+
+
 @pytest.mark.benchmark(group="joint-regressor-h36m")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("implementation", ["meshrec-sparse", "dense-einsum"])

@@ -5,7 +5,7 @@
 // waits a scheduler time slice (milliseconds) at the region's barrier. A fit of one person runs
 // a few hundred SMPL calls of tens of microseconds each: parallel regions there made the fit 5x
 // slower on 2 busy cores than on 1 thread. So, as ATen's kernels do with their grain sizes, work
-// that is estimated below kMinTaskNanoseconds per thread runs on the calling thread.
+// that is estimated below min_task_nanoseconds() per thread runs on the calling thread.
 //
 // Each kernel states its cost per item in nanoseconds, measured single-threaded on the
 // development machine (benchmarks/RESULTS.md, "Grain sizes"); a factor of 2 either way moves
@@ -18,18 +18,31 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 namespace meshrec {
 
-// Below this much work per thread a parallel region is not worth its risk. Measured on 2 cores
-// (benchmarks/RESULTS.md): the SMPL forward at 1 vs 2 threads breaks even near 30 us of work,
-// so a region must give each thread at least ~3x that.
+// Below this much work per thread a parallel region is not worth its risk (benchmarks/RESULTS.md,
+// "Grain sizes": where a second thread starts to pay for the SMPL forward, and what a region
+// costs on a loaded machine). The environment variable MESHREC_MIN_TASK_NS overrides it (read
+// once; 0 parallelises everything), for measuring the crossover on another machine.
 constexpr double kMinTaskNanoseconds = 100000.0;
 
-// Items per task so that a task holds at least kMinTaskNanoseconds of work.
+inline double min_task_nanoseconds() {
+  static const double value = [] {
+    const char* text = std::getenv("MESHREC_MIN_TASK_NS");
+    if (text == nullptr || *text == '\0') return kMinTaskNanoseconds;
+    char* end = nullptr;
+    const double parsed = std::strtod(text, &end);
+    return (end != text && parsed >= 0.0) ? parsed : kMinTaskNanoseconds;
+  }();
+  return value;
+}
+
+// Items per task so that a task holds at least min_task_nanoseconds() of work.
 inline int64_t grain_for(double nanoseconds_per_item) {
   if (!(nanoseconds_per_item > 0.0)) return 1;
-  const double items = std::ceil(kMinTaskNanoseconds / nanoseconds_per_item);
+  const double items = std::ceil(min_task_nanoseconds() / nanoseconds_per_item);
   return items >= 1e15 ? int64_t(1e15) : std::max<int64_t>(1, static_cast<int64_t>(items));
 }
 
@@ -45,7 +58,8 @@ void parallel_for_cost(int64_t begin, int64_t end, double nanoseconds_per_item, 
 // and each at least kMinTaskNanoseconds of work (1 runs on the calling thread).
 inline int64_t threads_for(int64_t count, double nanoseconds_per_item) {
   const double total = static_cast<double>(count) * nanoseconds_per_item;
-  const int64_t useful = static_cast<int64_t>(total / kMinTaskNanoseconds);
+  const double minimum = min_task_nanoseconds();
+  const int64_t useful = minimum > 0.0 ? static_cast<int64_t>(total / minimum) : count;
   return std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(at::get_num_threads()), useful, count}));
 }
 

@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/parallel.h"
 #include "grids_host.h"
 #include "metrics_binding.h"
 #include "procrustes.h"
@@ -18,8 +19,15 @@
 namespace meshrec {
 namespace {
 
-constexpr int64_t kSamplesPerTask = 64;
-constexpr int64_t kPointsPerTask = 2048;
+// Single-thread costs measured on the development machine (benchmarks/grain_costs.py, recorded in
+// benchmarks/RESULTS.md "Grain sizes"), for the grain sizes of common/parallel.h.
+constexpr double kProcrustesPointNanoseconds = 12.0;   // per point of a sample
+constexpr double kProcrustesSampleNanoseconds = 300.0; // per sample: the 3x3 SVD
+constexpr double kSdfPointNanoseconds = 20.0;          // trilinear sample (and gradient)
+constexpr double kWindingPointNanoseconds = 160.0;     // winding-number query against a body's grid
+constexpr double kWindingGridNanoseconds = 3.0e6;      // building one (SMPL) body's grid
+constexpr double kNearestQueryNanoseconds = 4000.0;    // nearest-point query against a scene's grid
+constexpr double kNearestGridPointNanoseconds = 45.0;  // building a scene's grid, per scene point
 
 // Number of point sets in a (..., N, 3) tensor (also when N = 0).
 int64_t point_sets(const at::Tensor& points) {
@@ -50,7 +58,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> procruste
     scalar_t* rotation_ptr = rotation.mutable_data_ptr<scalar_t>();
     scalar_t* translation_ptr = translation.mutable_data_ptr<scalar_t>();
     scalar_t* residual_ptr = residual.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, batch, kSamplesPerTask, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, batch, kProcrustesSampleNanoseconds + kProcrustesPointNanoseconds * count,
+                      [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         metrics::ProcrustesSolution solution;
         const int64_t offset = 3 * count * b;
@@ -92,7 +101,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> procrustes_backward_cpu(
     scalar_t* gx_ptr = grad_source.mutable_data_ptr<scalar_t>();
     scalar_t* gy_ptr = grad_target.mutable_data_ptr<scalar_t>();
     scalar_t* gw_ptr = grad_weights.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, batch, kSamplesPerTask, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, batch, kProcrustesSampleNanoseconds + kProcrustesPointNanoseconds * count,
+                      [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const int64_t offset = 3 * count * b;
         metrics::procrustes_backward_sample(
@@ -116,7 +126,7 @@ at::Tensor sample_sdf_cpu(const at::Tensor& points, const at::Tensor& sdf, at::A
     const scalar_t* p_ptr = p.const_data_ptr<scalar_t>();
     const scalar_t* field_ptr = field.const_data_ptr<scalar_t>();
     scalar_t* out = values.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, kPointsPerTask, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, n, kSdfPointNanoseconds, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         out[i] = metrics::sample_sdf_point<scalar_t>(field_ptr, grid, p_ptr + 3 * i, nullptr);
     });
@@ -136,7 +146,7 @@ at::Tensor sample_sdf_backward_cpu(const at::Tensor& grad_values, const at::Tens
     const scalar_t* field_ptr = field.const_data_ptr<scalar_t>();
     const scalar_t* g_ptr = g.const_data_ptr<scalar_t>();
     scalar_t* out = grad_points.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, kPointsPerTask, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, n, kSdfPointNanoseconds, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         scalar_t gradient[3];
         metrics::sample_sdf_point<scalar_t>(field_ptr, grid, p_ptr + 3 * i, gradient);
@@ -161,12 +171,12 @@ at::Tensor winding_number_cpu(const at::Tensor& points, const at::Tensor& vertic
     const scalar_t* p_ptr = p.const_data_ptr<scalar_t>();
     scalar_t* out = winding.mutable_data_ptr<scalar_t>();
     std::vector<metrics::WindingGridHost> grids(bodies);
-    at::parallel_for(0, bodies, 1, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, bodies, kWindingGridNanoseconds, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)
         metrics::build_winding_grid(v_ptr + 3 * vertex_count * b, vertex_count, f_ptr, face_count, grids[b]);
     });
     const int64_t point_stride = p.size(0) == 1 ? 0 : 3 * count;
-    at::parallel_for(0, bodies * count, kPointsPerTask, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, bodies * count, kWindingPointNanoseconds, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / count, k = i % count;
         const scalar_t* point = p_ptr + point_stride * b + 3 * k;
@@ -194,10 +204,10 @@ std::tuple<at::Tensor, at::Tensor> nearest_points_cpu(const at::Tensor& queries,
     scalar_t* d_ptr = distance.mutable_data_ptr<scalar_t>();
     int64_t* i_ptr = index.mutable_data_ptr<int64_t>();
     std::vector<metrics::PointGridHost<scalar_t>> grids(scenes);
-    at::parallel_for(0, scenes, 1, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, scenes, kNearestGridPointNanoseconds * scene_size, [&](int64_t begin, int64_t end) {
       for (int64_t s = begin; s < end; ++s) metrics::build_point_grid(p_ptr + 3 * scene_size * s, scene_size, grids[s]);
     });
-    at::parallel_for(0, batch * count, kPointsPerTask / 8, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, batch * count, kNearestQueryNanoseconds, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / count;
         const double squared = metrics::nearest_query(q_ptr + 3 * i, grids[scenes == 1 ? 0 : b], i_ptr + i);

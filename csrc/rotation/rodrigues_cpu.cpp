@@ -6,13 +6,16 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include "../common/parallel.h"
 #include "rodrigues_binding.h"
 #include "rodrigues.h"
 
 namespace meshrec {
 namespace {
 
-constexpr int64_t kRotationsPerTask = 4096;
+// Single-thread cost per rotation (forward or backward) on the development machine
+// (benchmarks/RESULTS.md "Grain sizes"), for the grain size of common/parallel.h.
+constexpr double kRotationNanoseconds = 15.0;
 
 at::Tensor rodrigues_cpu(const at::Tensor& axis_angle) {
   check_rodrigues_input(axis_angle);
@@ -22,7 +25,7 @@ at::Tensor rodrigues_cpu(const at::Tensor& axis_angle) {
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "meshrec::rodrigues", [&] {
     const scalar_t* w_ptr = w.const_data_ptr<scalar_t>();
     scalar_t* r_ptr = rotation.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, kRotationsPerTask, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, n, kRotationNanoseconds, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         rotation::rodrigues_forward(w_ptr + 3 * i, r_ptr + 9 * i);
       }
@@ -41,7 +44,7 @@ at::Tensor rodrigues_backward_cpu(const at::Tensor& grad_rotation, const at::Ten
     const scalar_t* w_ptr = w.const_data_ptr<scalar_t>();
     const scalar_t* g_ptr = g.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = grad_w.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, kRotationsPerTask, [&](int64_t begin, int64_t end) {
+    parallel_for_cost(0, n, kRotationNanoseconds, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         rotation::rodrigues_backward(g_ptr + 9 * i, w_ptr + 3 * i, out_ptr + 3 * i);
       }

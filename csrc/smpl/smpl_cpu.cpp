@@ -52,10 +52,10 @@ constexpr int64_t kBlendBackwardBodies = 8; // up to this batch the backward's b
 
 // Single-thread costs measured on the development machine (AVX-512, float32; benchmarks/RESULTS.md,
 // "Grain sizes"), for the grain sizes of common/parallel.h.
-constexpr double kPrepareNanoseconds = 1500.0;     // per body: kinematics and transforms
-constexpr double kPanelBytesPerNanosecond = 20.0;  // streaming a blend panel from memory
+constexpr double kPrepareNanoseconds = 450.0;      // per body: kinematics and transforms
+constexpr double kPanelBytesPerNanosecond = 50.0;  // streaming a blend panel from memory
 constexpr double kMacsPerNanosecond = 40.0;        // the blend GEMM, once a panel is in cache
-constexpr double kSkinBackwardNanoseconds = 60.0;  // per vertex of the backward's vertex pass
+constexpr double kSkinBackwardNanoseconds = 20.0;  // per vertex of the backward's vertex pass
 constexpr double kRegressNanoseconds = 3.0;        // per regressor entry and body
 
 // Register tiling per instruction set: kLanes values per vector; a tile of R bodies holds
