@@ -372,3 +372,25 @@ def test_torchrun_refuses_an_evaluation_that_takes_no_shard(tmp_path):
     assert "the evaluation of dataset 'unsharded' cannot be split among torchrun ranks" in result.stderr
     assert "run it without torchrun" in result.stderr
     assert "must not start" not in result.stderr
+
+
+def test_every_evaluation_of_meshrecs_plugins_takes_shard():
+    """The README says every evaluation of meshrec's plugins runs under torchrun and lists each
+    in its scaling-out table: a new evaluation must take ``shard`` and be listed there (or the
+    README's claim must change)."""
+    import importlib
+    import inspect
+
+    from meshrec.plugins import PluginManager
+
+    specs = list(PluginManager().datasets())
+    if not specs:
+        pytest.skip("no plugin with datasets is installed")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Scaling out"):]
+    section = section[:section.index("\n## ")]
+    for spec in specs:
+        module, name = spec.target.split(":")
+        evaluation = getattr(importlib.import_module(module), name)
+        assert "shard" in inspect.signature(evaluation).parameters, spec.name
+        assert f"| `{spec.name}`" in section or f", `{spec.name}`" in section, f"{spec.name}: not in the README's table"
