@@ -12,7 +12,9 @@ same here when the ``coap`` package is installed and its weights are given:
   (bounds included), all of them (no cap at test time);
 - the loss: ``coap.collision_loss(points, body)`` = sum over those points of
   relu(occupancy - 0.5), one value per sample;
-- the gradient: d(-mean over EgoHMR's batch of the losses)/dx_t. Upstream's batch is its test
+- the gradient: d(-mean over EgoHMR's batch of the losses)/d pose, pose = the de-normalised x_t
+  (``x_t * Xstd + Xmean``: ``guide_coll`` rebinds ``x_t`` to it before differentiating, so the
+  gradient added in normalised space lacks the factor Xstd). Upstream's batch is its test
   batch of 5 images (``--batch_size 5``, one sample each), so each sample's gradient is 1/5 of
   its own loss's; meshrec divides by :data:`COAP_BATCH_MEAN` = 5 whatever its own batching is, so
   that results do not depend on how inputs are batched (upstream's last, smaller batch divides
@@ -41,7 +43,7 @@ import io
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +51,7 @@ from torch import nn
 
 from meshrec.errors import CheckpointError
 from meshrec.io.checkpoints import load_checkpoint
-from meshrec.rotations import matrix_to_axis_angle
+from meshrec.rotations import matrix_from_6d_spin, matrix_to_axis_angle
 
 __all__ = ["COAP_BATCH_MEAN", "COAP_INSTALL", "COAPScore", "coap_guidance", "import_coap", "read_coap_weights"]
 
@@ -156,13 +158,17 @@ class COAPScore:
         return self.module.collision_loss(points[None].float(), body, ret_collision_mask=None)[0]
 
 
-def coap_guidance(decode: Callable[[torch.Tensor], torch.Tensor], body_model: nn.Module, score: COAPScore,
+def coap_guidance(mean: torch.Tensor, std: torch.Tensor, body_model: nn.Module, score: COAPScore,
                   betas: torch.Tensor, local_cubes: list[torch.Tensor], num_samples: int,
                   joint_weights: torch.Tensor, row_seeds: list[int]):
-    """g(x_t, step) = d(-sum_b loss_b / COAP_BATCH_MEAN)/dx_t times the per-joint weights.
+    """g(x_t, step) = d(-sum_b loss_b / COAP_BATCH_MEAN)/d pose times the per-joint weights, where
+    pose = x_t * std + mean is the de-normalised 6D pose (diffusion layout): EgoHMR's
+    ``guide_coll`` differentiates with respect to that tensor, not x_t (it rebinds ``x_t`` to the
+    de-normalised pose before ``autograd.grad``), and adds the result to the mean in normalised
+    space; meshrec does the same.
 
     Args:
-        decode: normalised x (B, 144) -> rotation matrices (B, 24, 3, 3).
+        mean, std: (144,) the pose statistics (``Xmean``, ``Xstd``).
         betas: (B, 10) per row (detached).
         local_cubes: each person's cube relative to its translation; row b uses cube b // S.
         joint_weights: (144,) EgoHMR's lower-body weights.
@@ -171,8 +177,8 @@ def coap_guidance(decode: Callable[[torch.Tensor], torch.Tensor], body_model: nn
 
     def guidance(x_t: torch.Tensor, step: int) -> torch.Tensor:
         with torch.inference_mode(False), torch.enable_grad():
-            x = x_t.clone().requires_grad_(True)
-            rotmat = decode(x)
+            x = (x_t.clone() * std.clone() + mean.clone()).detach().requires_grad_(True)
+            rotmat = matrix_from_6d_spin(x.reshape(len(x), 24, 6))
             dtype = body_model.v_template.dtype
             body = body_model(betas=betas.clone().to(dtype), global_orient=rotmat[:, :1].to(dtype),
                               body_pose=rotmat[:, 1:].to(dtype), pose2rot=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from meshrec.rotations import matrix_from_6d_spin
 from meshrec_egohmr.collision import COAPScore, coap_guidance
 from meshrec_egohmr.diffusion import Diffusion, Generators, normal
 from meshrec_egohmr.scene import GUIDED_JOINT_WEIGHTS, collision_score
@@ -102,7 +103,7 @@ class EgoHMRModel(nn.Module):
                 guidance = _collision_guidance(stage2, body_model, betas, local, num_samples)
             else:
                 weights = torch.tensor(GUIDED_JOINT_WEIGHTS, dtype=transl.dtype, device=transl.device)
-                guidance = coap_guidance(stage2.decode, body_model, coap, betas.detach(), local, num_samples,
+                guidance = coap_guidance(stage2.Xmean, stage2.Xstd, body_model, coap, betas.detach(), local, num_samples,
                                          weights.repeat_interleave(6), _row_seeds(generator, people, num_samples))
         x0 = diffusion.sample(denoise, noise, generator=generator, guidance=guidance, guidance_weight=guidance_weight)
         return {"x0": x0.reshape(people, num_samples, 144),
@@ -120,17 +121,19 @@ def _row_seeds(generator: Generators, people: int, num_samples: int) -> list[int
 
 def _collision_guidance(stage2: EgoHMRDenoiser, body_model: nn.Module, betas: torch.Tensor,
                         local_cubes: list[torch.Tensor], num_samples: int):
-    """g(x_t, step) = d(-sum_b score_b)/dx_t with the lower-body joint weights of EgoHMR's
+    """g(x_t, step) = d(-sum_b score_b)/d pose with the lower-body joint weights of EgoHMR's
     ``guide_coll``; score_b = :func:`collision_score` of sample b's body (neutral SMPL, betas of
-    the model, no translation) against its person's cube relative to the translation."""
+    the model, no translation) against its person's cube relative to the translation. As
+    upstream, the gradient is taken with respect to the de-normalised pose
+    (x_t * Xstd + Xmean), not x_t: its guidance weights were tuned that way."""
     weights = torch.tensor(GUIDED_JOINT_WEIGHTS, dtype=betas.dtype, device=betas.device).repeat_interleave(6)
     faces = body_model.faces_tensor
 
     def guidance(x_t: torch.Tensor, step: int) -> torch.Tensor:
         # predict_batch runs under inference_mode: autograd needs ordinary tensors (clones).
         with torch.inference_mode(False), torch.enable_grad():
-            x = x_t.clone().requires_grad_(True)
-            rotmat = stage2.decode(x)
+            x = (x_t.clone() * stage2.Xstd.clone() + stage2.Xmean.clone()).detach().requires_grad_(True)
+            rotmat = matrix_from_6d_spin(x.reshape(len(x), 24, 6))
             dtype = body_model.v_template.dtype
             body = body_model(betas=betas.clone().to(dtype), global_orient=rotmat[:, :1].to(dtype),
                               body_pose=rotmat[:, 1:].to(dtype), pose2rot=False)

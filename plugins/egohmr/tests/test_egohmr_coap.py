@@ -101,9 +101,6 @@ def test_guidance_calls_coap_with_the_bodies_and_box_points_and_its_gradient_flo
     people, samples = 2, 2
     mean, std = torch.zeros(144), torch.full((144,), 0.5)
 
-    def decode(x):
-        return matrix_from_6d_spin((x * std + mean).reshape(*x.shape[:-1], 24, 6))
-
     identity = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).repeat(24)  # R[:, :2] row-major = identity
     generator = torch.Generator().manual_seed(0)
     x_t = (identity - mean) / std + 0.2 * torch.randn(people * samples, 144, generator=generator)
@@ -113,7 +110,7 @@ def test_guidance_calls_coap_with_the_bodies_and_box_points_and_its_gradient_flo
              for _ in range(people)]
     cubes[1] = torch.cat([cubes[1], torch.tensor([[5.0, 5.0, 5.0]])])
     weights = torch.tensor(GUIDED_JOINT_WEIGHTS).repeat_interleave(6)
-    guidance = coap_guidance(decode, body_model, score, betas, cubes, samples, weights, row_seeds=[11, 12, 13, 14])
+    guidance = coap_guidance(mean, std, body_model, score, betas, cubes, samples, weights, row_seeds=[11, 12, 13, 14])
 
     state = torch.random.get_rng_state()
     grad = guidance(x_t, 3)
@@ -121,9 +118,10 @@ def test_guidance_calls_coap_with_the_bodies_and_box_points_and_its_gradient_flo
     calls = score.module.calls
     assert len(calls) == people * samples and score.module.cache_resets == people * samples
 
-    # independent recomputation: decode, SMPL, box selection, analytic loss, d(-sum / 5)/dx
-    x = x_t.clone().requires_grad_(True)
-    rotmat = decode(x)
+    # independent recomputation: de-normalise, decode, SMPL, box selection, analytic loss,
+    # d(-sum / 5)/d pose (EgoHMR differentiates with respect to the de-normalised pose)
+    x = (x_t * std + mean).requires_grad_(True)
+    rotmat = matrix_from_6d_spin(x.reshape(-1, 24, 6))
     out = body_model(betas=betas, global_orient=rotmat[:, :1], body_pose=rotmat[:, 1:], pose2rot=False)
     total = x.new_zeros(())
     for row in range(people * samples):
@@ -180,3 +178,30 @@ def test_egohmr_with_coap_guidance(tmp_path, egohmr_release, body_models_dir, fa
     with pytest.raises(ImportError, match="markomih/COAP"):
         meshrec.load_method("egohmr", collision_score="coap", coap_checkpoint=tmp_path / "c.ckpt", **common)
     assert meshrec.load_method("egohmr", collision_score="coap", guidance=False, **common).coap is None
+
+
+def test_meshrec_score_gradient_is_taken_with_respect_to_the_denormalised_pose():
+    """Both scores follow guide_coll: d(-score)/d(x_t * Xstd + Xmean), not d/dx_t."""
+    from meshrec_egohmr.model import _collision_guidance
+    from meshrec_egohmr.scene import collision_score
+
+    body_model = synthetic_smpl()
+    holder = nn.Module()
+    holder.Xmean = 0.05 * torch.randn(144, generator=torch.Generator().manual_seed(1))
+    holder.Xstd = torch.where(torch.arange(144) % 2 == 0, torch.tensor(0.6), torch.tensor(0.2))
+    identity = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).repeat(24)
+    x_t = (identity - holder.Xmean) / holder.Xstd + 0.1 * torch.randn(2, 144, generator=torch.Generator().manual_seed(2))
+    rest = body_model(betas=torch.zeros(1, 10)).vertices[0]
+    low, high = rest.amin(0), rest.amax(0)
+    cube = low + torch.rand(4000, 3, generator=torch.Generator().manual_seed(3)) * (high - low)
+    betas = torch.zeros(2, 10)
+    grad = _collision_guidance(holder, body_model, betas, [cube], num_samples=2)(x_t, 3)
+    pose = (x_t * holder.Xstd + holder.Xmean).requires_grad_(True)
+    rotmat = matrix_from_6d_spin(pose.reshape(2, 24, 6))
+    out = body_model(betas=betas, global_orient=rotmat[:, :1], body_pose=rotmat[:, 1:], pose2rot=False)
+    total = sum(collision_score(v, body_model.faces_tensor, cube) for v in out.vertices)
+    assert float(total.detach()) > 0
+    (expected,) = torch.autograd.grad(-total, pose)
+    expected = expected * torch.tensor(GUIDED_JOINT_WEIGHTS).repeat_interleave(6)
+    assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-7) and float(grad.abs().max()) > 0
+    assert not torch.allclose(grad, expected * holder.Xstd, rtol=1e-2)  # the d/dx_t convention differs
