@@ -1,10 +1,8 @@
-"""Fake kernels and autograd of meshrec::rodrigues."""
+"""Fake kernels of meshrec::rodrigues (its autograd is in C++, csrc/rotation/rodrigues_autograd.cpp)."""
 
 from __future__ import annotations
 
 import torch
-
-from meshrec.ops._registrations.common import no_double_backward
 
 
 @torch.library.register_fake("meshrec::rodrigues")
@@ -20,21 +18,5 @@ def _rodrigues_backward_fake(grad_rotation: torch.Tensor, axis_angle: torch.Tens
     return torch.empty_like(axis_angle, memory_format=torch.contiguous_format)
 
 
-def _rodrigues_setup_context(ctx, inputs, output):
-    (axis_angle,) = inputs
-    ctx.save_for_backward(axis_angle)
-
-
-def _rodrigues_backward(ctx, grad_rotation):
-    (axis_angle,) = ctx.saved_tensors
-    return torch.ops.meshrec.rodrigues_backward(grad_rotation, axis_angle)
-
-
-torch.library.register_autograd(
-    "meshrec::rodrigues", _rodrigues_backward, setup_context=_rodrigues_setup_context
-)
-torch.library.register_autograd(
-    "meshrec::rodrigues_backward",
-    no_double_backward("rodrigues"),
-    setup_context=lambda ctx, inputs, output: None,
-)
+# The autograd of meshrec::rodrigues and rodrigues_backward is registered in C++
+# (csrc/rotation/rodrigues_autograd.cpp): from Python it cost more per call than the kernels.

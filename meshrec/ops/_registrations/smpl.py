@@ -1,18 +1,11 @@
-"""Fake kernels and autograd of meshrec::smpl_lbs and meshrec::joint_regression."""
+"""Fake kernels of meshrec::smpl_lbs (its autograd is in C++, csrc/smpl/smpl_autograd.cpp) and the fake
+kernels and autograd of meshrec::joint_regression."""
 
 from __future__ import annotations
 
 import torch
 
 from meshrec.ops._registrations.common import no_double_backward
-
-# smpl_lbs's inputs by position (the schema's order, csrc/ops.cpp)
-(_BETAS, _ROTATIONS, _TRANSL, _VERTEX_TEMPLATE, _JOINT_TEMPLATE, _SHAPEDIRS, _POSEDIRS, _BLEND_PANELS,
- _JOINT_SHAPEDIRS, _PARENTS, _SKIN_JOINTS, _SKIN_WEIGHTS, _REGRESSOR_VERTICES, _REGRESSOR_ROWS, _REGRESSOR_WEIGHTS,
- _NUM_REGRESSED, _SAVE_POSED) = range(17)
-_MODEL_ARRAYS = {_SHAPEDIRS: "shapedirs", _POSEDIRS: "posedirs", _BLEND_PANELS: "blend_panels",
-                 _JOINT_SHAPEDIRS: "joint_shapedirs", _SKIN_WEIGHTS: "skin_weights",
-                 _REGRESSOR_WEIGHTS: "regressor_weights"}
 
 
 @torch.library.register_fake("meshrec::smpl_lbs")
@@ -43,57 +36,9 @@ def _smpl_lbs_backward_fake(grad_vertices, grad_joints, betas, rotations, joint_
             betas.new_empty(grad_vertices.shape), betas.new_empty((batch, num_joints, 3)))
 
 
-def _smpl_lbs_setup_context(ctx, inputs, output):
-    ctx.parents = inputs[_PARENTS]
-    ctx.num_regressed = inputs[_NUM_REGRESSED]
-    ctx.has_transl = inputs[_TRANSL] is not None
-    ctx.shared_vertex_template = inputs[_VERTEX_TEMPLATE].shape[0] == 1
-    ctx.shared_joint_template = inputs[_JOINT_TEMPLATE].shape[0] == 1
-    ctx.mark_non_differentiable(output[2])
-    ctx.save_for_backward(*(inputs[i] for i in (_BETAS, _ROTATIONS, _JOINT_TEMPLATE, _SHAPEDIRS, _POSEDIRS,
-                                                _JOINT_SHAPEDIRS, _SKIN_JOINTS, _SKIN_WEIGHTS, _REGRESSOR_VERTICES,
-                                                _REGRESSOR_ROWS, _REGRESSOR_WEIGHTS)), output[2])
-
-
-def _smpl_lbs_backward(ctx, grad_vertices, grad_joints, _grad_posed):
-    (betas, rotations, joint_template, shapedirs, posedirs, joint_shapedirs, skin_joints, skin_weights,
-     regressor_vertices, regressor_rows, regressor_weights, posed) = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    wrong = [name for index, name in _MODEL_ARRAYS.items() if needs[index]]
-    if wrong:
-        raise RuntimeError(f"meshrec::smpl_lbs has no gradient with respect to the model arrays ({', '.join(wrong)}); "
-                           "use meshrec.ops.reference.smpl_lbs to learn them")
-    batch = betas.shape[0]
-    if posed.numel() == 0 and batch > 0:
-        raise RuntimeError("meshrec::smpl_lbs was called with save_posed=False, so it kept nothing to differentiate; "
-                           "call it through meshrec.ops.smpl_lbs, which sets save_posed when a gradient is needed")
-    if grad_vertices is None:
-        # The vertices were not used: an empty tensor stands for their zero gradient, which the
-        # kernels skip instead of reading a (B, V, 3) buffer of zeros.
-        grad_vertices = betas.new_empty((0,))
-    if grad_joints is None:
-        grad_joints = betas.new_zeros((batch, len(ctx.parents) + ctx.num_regressed, 3))
-    grad_betas, grad_rotations, grad_transl, grad_vertex_template, grad_joint_template = (
-        torch.ops.meshrec.smpl_lbs_backward(
-            grad_vertices, grad_joints, betas, rotations, joint_template, shapedirs, posedirs, joint_shapedirs,
-            ctx.parents, skin_joints, skin_weights, regressor_vertices, regressor_rows, regressor_weights, posed))
-    if ctx.shared_vertex_template and needs[_VERTEX_TEMPLATE]:
-        grad_vertex_template = grad_vertex_template.sum(0, keepdim=True)
-    if ctx.shared_joint_template and needs[_JOINT_TEMPLATE]:
-        grad_joint_template = grad_joint_template.sum(0, keepdim=True)
-    return (
-        grad_betas if needs[_BETAS] else None,
-        grad_rotations if needs[_ROTATIONS] else None,
-        grad_transl if ctx.has_transl and needs[_TRANSL] else None,
-        grad_vertex_template if needs[_VERTEX_TEMPLATE] else None,
-        grad_joint_template if needs[_JOINT_TEMPLATE] else None,
-    ) + (None,) * 12
-
-
-torch.library.register_autograd("meshrec::smpl_lbs", _smpl_lbs_backward, setup_context=_smpl_lbs_setup_context)
-torch.library.register_autograd(
-    "meshrec::smpl_lbs_backward", no_double_backward("smpl_lbs"), setup_context=lambda ctx, inputs, output: None
-)
+# The autograd of meshrec::smpl_lbs and smpl_lbs_backward is registered in C++
+# (csrc/smpl/smpl_autograd.cpp): a fitting loop calls SMPL hundreds of times on one body, and
+# the Python glue of a registered formula cost ~200 us per call, several times the kernels.
 
 
 @torch.library.register_fake("meshrec::joint_regression")
