@@ -175,6 +175,10 @@ batch = torch.zeros(2000, dtype=torch.long)
     "docs/smpl_kernels.md": """
 betas, go, bp, t = torch.zeros(2, 10), torch.zeros(2, 3), torch.zeros(2, 69), torch.zeros(2, 3)
 per_subject_template = torch.zeros(6890, 3)
+from meshrec.body.mannequin import mannequin_smpl as _mannequin
+arrays = _mannequin()._kernel_inputs()[0]
+regressor = __import__("meshrec").ops.SparseRegressor.from_vertex_ids([411, 3500], 6890)
+ids, rotations = [3500, 411, 12], torch.eye(3).expand(2, 24, 3, 3)
 """,
 }
 
