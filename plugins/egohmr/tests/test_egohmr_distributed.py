@@ -4,25 +4,14 @@ process (the sampling noise is seeded per frame, not per rank or batch)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from meshrec.testing.torchrun import torchrun
 from meshrec_egohmr.checkpoint import STAGE2_FILE
 from test_egohmr_egobody import write_cubes, write_egobody
 
 pytestmark = pytest.mark.slow
-
-
-def _torchrun(args: list[str], ranks: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-               "-m", "meshrec", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def test_torchrun_egobody_eval_equals_a_single_process_run(tmp_path, egohmr_release, body_models_dir):
@@ -37,8 +26,8 @@ def test_torchrun_egobody_eval_equals_a_single_process_run(tmp_path, egohmr_rele
                "--device", "cpu", "--batch-size", "1", "--option", "timestep_respacing=ddim5", "--option", "num_samples=2",
                "--option", "seed=0", "--option", "guidance=false", "--option", "stage1_scene_points=2000",
                "--dataset-option", "cubes=from_pred"]
-    _torchrun([*command, "--out", str(tmp_path / "single.json")], ranks=1)
-    result = _torchrun([*command, "--out", str(tmp_path / "sharded.json")], ranks=2)
+    torchrun(*command, "--out", str(tmp_path / "single.json"), ranks=1, timeout=600)
+    result = torchrun(*command, "--out", str(tmp_path / "sharded.json"), ranks=2, timeout=600)
     single = json.loads((tmp_path / "single.json").read_text())
     sharded = json.loads((tmp_path / "sharded.json").read_text())
     assert sharded["world_size"] == 2 and result.stdout.count('"metrics"') == 1  # rank 0 reports, once
