@@ -62,7 +62,7 @@ def test_forward(timed, model_file, implementation, batch, device, monkeypatch):
 
 @pytest.mark.benchmark(group="smpl-forward-backward")
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("batch", [64])
+@pytest.mark.parametrize("batch", [1, 3, 64])
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_forward_backward(timed, model_file, implementation, batch, device, monkeypatch):
     model = build(implementation, model_file, device, monkeypatch)
