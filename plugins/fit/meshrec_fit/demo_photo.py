@@ -183,7 +183,11 @@ def run_photo_demo(photo: str | Path | None = None, out: str | Path = "meshrec-d
 
     seconds: dict[str, float] = {"detector_start": start_seconds}
     clock = time.perf_counter()
-    found = found_by.detect(image)
+    try:
+        found = found_by.detect(image)
+    finally:
+        # a MediaPipe graph keeps its worker threads until closed: they would compete with the fit
+        getattr(found_by, "close", lambda: None)()
     seconds["detect"] = time.perf_counter() - clock
     _say(f"detector: {detector_name} ({getattr(found_by, 'summary', '')}), {found.layout} keypoints: "
          f"{len(found)} {'person' if len(found) == 1 else 'people'} in {seconds['detect']:.1f} s "
