@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from meshrec.errors import (
+    BodyModelNotFoundError,
     CheckpointError,
     closest,
     spell,
@@ -119,7 +121,29 @@ def _resolve_body_model(method_class: type[Method], body_model: Any, device: tor
 
     if method_class.body_model_type != "smpl":
         raise ValueError(f"method {method_class.name!r} needs a {method_class.body_model_type!r} body model")
-    return SMPL(model_path=body_model, gender=method_class.body_model_gender, create_transl=False).to(device)
+    if isinstance(body_model, (str, Path)) and str(body_model) == MANNEQUIN and not Path(body_model).exists():
+        return _mannequin(method_class, device)
+    try:
+        return SMPL(model_path=body_model, gender=method_class.body_model_gender, create_transl=False).to(device)
+    except BodyModelNotFoundError:
+        # A method that works on any SMPL-format body (the fit) runs on the mannequin rather than
+        # not at all, and says so; networks regress SMPL's own parameters and need the real files.
+        if body_model is not None or not method_class.mannequin_fallback:
+            raise
+        warnings.warn(f"meshrec: no SMPL files found, so method {method_class.name!r} uses meshrec's synthetic "
+                      "mannequin (licence-free, SMPL's layout, not SMPL's shapes); for real SMPL bodies pass "
+                      "body_model= / --body-models DIR (body_model='mannequin' chooses the mannequin without "
+                      "this warning)", stacklevel=3)
+        return _mannequin(method_class, device)
+
+
+MANNEQUIN = "mannequin"  # body_model= value: meshrec's synthetic SMPL-format body (meshrec.body.mannequin)
+
+
+def _mannequin(method_class: type[Method], device: torch.device) -> nn.Module:
+    from meshrec.body.mannequin import mannequin_smpl
+
+    return mannequin_smpl(gender=method_class.body_model_gender or "neutral", create_transl=False).to(device)
 
 
 def load_method(
@@ -137,7 +161,9 @@ def load_method(
             release folder, or a mapping of files by role (``{"stage1": ..., "stage2": ...}``),
             for methods whose weights come in several files.
         body_model: a folder or file with the SMPL files, or a body-model module; None searches
-            ``MESHREC_BODY_MODELS`` and ``~/.cache/meshrec/body_models``.
+            ``MESHREC_BODY_MODELS`` and ``~/.cache/meshrec/body_models`` (a method with
+            ``mannequin_fallback``, such as ``fit``, then falls back to meshrec's synthetic
+            mannequin with a warning); ``"mannequin"`` chooses the mannequin.
         device: None for CUDA when available, else CPU.
         **config: the method's declared options (``Method.options``; ``meshrec plugins``
             lists them).

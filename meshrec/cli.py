@@ -14,7 +14,8 @@ import numpy as np
 __all__ = ["main"]
 
 BODY_MODELS_HELP = ("folder (or file) with your SMPL files; searched first, then $MESHREC_BODY_MODELS, then "
-                    "~/.cache/meshrec/body_models (each also in smpl/ and smplh/ sub-folders)")
+                    "~/.cache/meshrec/body_models (each also in smpl/ and smplh/ sub-folders); 'mannequin': "
+                    "meshrec's synthetic stand-in, which the fit method also uses when no SMPL files are found")
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:

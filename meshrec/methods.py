@@ -350,6 +350,9 @@ class Method:
         checkpoint_help: where users get the weights (shown when the checkpoint is missing).
         body_model_type: "smpl" (an SMPL module is loaded and passed to build) or None.
         body_model_gender: which SMPL the method runs.
+        mannequin_fallback: True for a method that works on any SMPL-format body (nothing it
+            holds was learnt on SMPL's shape space, e.g. the fit): without SMPL files it then runs
+            on meshrec's synthetic mannequin, with a warning, instead of stopping.
         batch_size: default items per batch in ``meshrec.predict``.
         joint_names: names of the joints in ``Prediction.joints``.
         options: the declared :class:`Option` s; :func:`meshrec.load_method` refuses others,
@@ -370,6 +373,7 @@ class Method:
     checkpoint_help: ClassVar[str] = ""
     body_model_type: ClassVar[str | None] = "smpl"
     body_model_gender: ClassVar[str] = "neutral"
+    mannequin_fallback: ClassVar[bool] = False
     batch_size: ClassVar[int] = 16
     joint_names: ClassVar[tuple[str, ...] | None] = None
     options: ClassVar[tuple[Option, ...]] = ()

@@ -202,6 +202,29 @@ def test_body_model_errors_and_resolution(methods, body_models_dir, tmp_path, mo
     assert meshrec.load_method("bodied", body_model=module, device="cpu").body_model is module
 
 
+def test_mannequin_by_name_and_as_the_fallback_of_a_method_that_allows_it(methods, plugin_manager, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("MESHREC_BODY_MODELS", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    from meshrec.body.mannequin import mannequin_smpl
+
+    expected = mannequin_smpl(create_transl=False).v_template
+    chosen = meshrec.load_method("bodied", body_model="mannequin", device="cpu").body_model  # no warning
+    assert torch.equal(chosen.v_template, expected)
+
+    class Fallback(NeedsBody):
+        name = "fallback"
+        mannequin_fallback = True
+
+    plugin_manager.register(types.SimpleNamespace(meshrec_register_methods=meshrec.hookimpl(
+        lambda registry: registry.add(Fallback))), name="fallback")
+    with pytest.warns(UserWarning, match="no SMPL files found, so method 'fallback' uses meshrec's synthetic mannequin"):
+        fallen = meshrec.load_method("fallback", device="cpu").body_model
+    assert torch.equal(fallen.v_template, expected)
+    with pytest.raises(meshrec.BodyModelNotFoundError):  # a folder that is given and empty is an error
+        meshrec.load_method("fallback", body_model=tmp_path / "none", device="cpu")
+
+
 def test_device_resolution(methods):
     assert meshrec.load_method("recorder").device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():

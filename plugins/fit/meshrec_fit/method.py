@@ -58,6 +58,7 @@ class Fit(meshrec.Method):
     optional_inputs = frozenset({meshrec.Input.IMAGE, meshrec.Input.CAMERA, meshrec.Input.KEYPOINTS,
                                  meshrec.Input.KEYPOINT_SEQUENCE, meshrec.Input.SCENE})
     needs_checkpoint = False
+    mannequin_fallback = True  # nothing here was learnt on SMPL: any SMPL-format body fits
     batch_size = 32
     joint_names = SMPL_OUTPUT_JOINT_NAMES
     options = (
