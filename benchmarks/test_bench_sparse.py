@@ -107,9 +107,9 @@ def spconv_layer(coords, features, weight, device):
 # spconv 2.3.8's CPU conv ("Native": gather - GEMM - scatter-add per offset) is not thread-safe:
 # checked here (2026-12-06) on these 100k voxels with the weights of this file, 10 calls per
 # channel count, against meshrec: on 2 threads 36 of 40 calls gave wrong outputs (1 to 19 of the
-# 100k rows off by up to 1.1, on outputs of magnitude about 3, different rows every call; 16, 32,
-# 64 and 128 channels all affected); on 1 thread 40 of 40 matched meshrec to 5.2e-6 and
-# were bitwise repeatable. So spconv runs on one thread here, the only setting that is correct.
+# 100k rows off by up to 1.1, on outputs of magnitude about 3, the count varying from call to
+# call; 16, 32, 64 and 128 channels all affected); on 1 thread 40 of 40 matched meshrec to 5.2e-6
+# and were bitwise repeatable. So spconv runs on one thread here, the only setting that is correct.
 CONV_FORWARD_IMPLEMENTATIONS = ["meshrec", "meshrec-1thread", "spconv-1thread", "reference", "dense-conv3d"]
 
 
