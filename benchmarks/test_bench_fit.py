@@ -2,9 +2,9 @@
 
 One person and eight people at once, OpenPose-25 keypoints with 2 px noise, default schedule,
 float64 as the fit runs: meshrec's SMPL as the fit uses it (joints-only path until the last call),
-meshrec's SMPL forced onto the full mesh every call, and smplx.SMPL. "loaded" runs the same fit
-while two busy processes share the machine (a `stress -c 2` stand-in): the thread-stall case of
-issue 19, where tiny parallel regions wait for descheduled threads.
+meshrec's SMPL forced onto the full mesh every call, and smplx.SMPL. "busy-1" / "busy-2" run the
+same fit while one or two busy processes share the machine (`stress -c 1` / `-c 2` stand-ins):
+the thread-stall case of issue 19, where tiny parallel regions wait for descheduled threads.
 
 Each benchmark asserts that the fit converged (mean reprojection error below 3 px; 6 px with the
 fast schedule).
@@ -38,15 +38,15 @@ def _spin(stop) -> None:
         pass
 
 
-@pytest.fixture(params=["quiet", "loaded"])
+@pytest.fixture(params=["quiet", "busy-1", "busy-2"])
 def load(request):
-    """Two busy processes for the duration of the benchmark when "loaded"."""
+    """Busy processes (1 or 2, each spinning one core) for the duration of the benchmark."""
     if request.param == "quiet":
         yield request.param
         return
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    workers = [context.Process(target=_spin, args=(stop,), daemon=True) for _ in range(2)]
+    workers = [context.Process(target=_spin, args=(stop,), daemon=True) for _ in range(int(request.param[-1]))]
     for worker in workers:
         worker.start()
     try:

@@ -27,7 +27,7 @@ constexpr double kSdfPointNanoseconds = 20.0;          // trilinear sample (and 
 constexpr double kWindingPointNanoseconds = 160.0;     // winding-number query against a body's grid
 constexpr double kWindingGridNanoseconds = 3.0e6;      // building one (SMPL) body's grid
 constexpr double kNearestQueryNanoseconds = 4000.0;    // nearest-point query against a scene's grid
-constexpr double kNearestGridPointNanoseconds = 45.0;  // building a scene's grid, per scene point
+constexpr double kNearestGridPointNanoseconds = 25.0;  // building a scene's grid, per scene point
 
 // Number of point sets in a (..., N, 3) tensor (also when N = 0).
 int64_t point_sets(const at::Tensor& points) {

@@ -48,7 +48,8 @@ constexpr int64_t kPrefetchRows = 16;       // panel rows ahead that an item's f
 constexpr int64_t kBackwardItems = 16;      // the backward's vertex pass splits a chunk into >= this many items
 constexpr int64_t kVerticesPerSplit = 256;  // ... unless a split would hold fewer vertices than this
 constexpr int64_t kInterleave = 4;          // partial sums per joint in the backward's vertex pass
-constexpr int64_t kBlendBackwardBodies = 8; // up to this batch the backward's blend product is meshrec's own
+constexpr int64_t kBlendBackwardBodies = 8; // up to this batch the backward's blend product is meshrec's own,
+constexpr int64_t kBlendBackwardColumns = 4 * kPanel;  // ... and for any batch on models this narrow
 
 // Single-thread costs measured on the development machine (AVX-512, float32; benchmarks/RESULTS.md,
 // "Grain sizes"), for the grain sizes of common/parallel.h.
@@ -839,8 +840,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> smpl_lbs_
   // The blend shapes' share: d/dx of v_p = T + [S ; P]^T x is [S ; P] grad_posed. A few bodies:
   // meshrec's product, which streams the rows once and skips the column blocks no gradient reaches
   // (a GEMM reads all 17 MB for them); more: BLAS GEMMs, which then run at their compute peak.
+  // A model restricted to a few vertices (the joints-only path) always takes meshrec's product:
+  // it is small for any batch, and BLAS would open a parallel region for it (a stall on a busy
+  // machine: a fit of 8 people ran 2.3x slower next to one busy process before this).
   const at::Tensor grad_posed_rows = grad_posed.view({B, 3 * V});
-  if (B <= kBlendBackwardBodies) {
+  if (B <= kBlendBackwardBodies || 3 * V <= kBlendBackwardColumns) {
     AT_DISPATCH_FLOATING_TYPES(betas.scalar_type(), "meshrec::smpl_lbs_backward (blend)", [&] {
       using T = scalar_t;
       const T* gp = grad_posed.const_data_ptr<T>();
