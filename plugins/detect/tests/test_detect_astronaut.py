@@ -5,35 +5,18 @@ imported). ``pip install --no-deps scikit-image`` provides it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from meshrec.body.keypoints import get_layout
-
-
-def _astronaut() -> Path:
-    spec = importlib.util.find_spec("skimage")  # not imported: the photo is all the tests need
-    path = Path(spec.origin).parent / "data" / "astronaut.png" if spec and spec.origin else None
-    if path is None or not path.is_file():
-        pytest.skip("needs the photo skimage/data/astronaut.png: pip install --no-deps scikit-image")
-    return path
-
-
-def _mediapipe():
-    try:
-        import mediapipe.python.solutions.pose  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"BlazePose needs mediapipe ({error}): pip install --no-deps mediapipe==0.10.21 "
-                    "&& pip install './plugins/detect[blazepose]'")
+from meshrec.testing.photos import astronaut_photo, require_mediapipe
 
 
 def _image() -> np.ndarray:
     from meshrec.io.images import read_image
 
-    return read_image(_astronaut(), name="astronaut.png")
+    return read_image(astronaut_photo(), name="astronaut.png")
 
 
 def iou(a, b) -> float:
@@ -53,13 +36,13 @@ LOWER_BODY = ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", 
 
 
 def _detect():
-    _mediapipe()
+    require_mediapipe()
     from meshrec_detect.blazepose import BlazePoseDetector
 
     return BlazePoseDetector(layout="coco17").detect(_image())
 
 
-def test_blazepose_finds_exactly_the_astronaut():
+def test_blazepose_finds_exactly_theastronaut_photo():
     found = _detect()
     assert len(found) == 1, found.boxes  # not the helmet, not the shuttle model
     # BlazePose's box spans the confident landmarks (head to elbows) with a margin: measured IoU
@@ -94,7 +77,7 @@ def test_fit_on_the_upper_body_reprojects_onto_the_confident_keypoints(body_mode
     found = _detect()
     K = default_intrinsics(512, 512, torch.float64)
     # the low-confidence lower body goes in as detected: the fit must cope with it
-    prediction = meshrec.predict(_astronaut(), method="fit", body_model=body_models_dir, device="cpu",
+    prediction = meshrec.predict(astronaut_photo(), method="fit", body_model=body_models_dir, device="cpu",
                                  detector="blazepose", camera=K.numpy(), schedule="fast")
     assert prediction.num_people == 1
     assert torch.isfinite(prediction.vertices).all() and (prediction.vertices[..., 2] > 0).all()

@@ -4,29 +4,12 @@ test time (never committed). ``pip install --no-deps ultralytics`` provides it."
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from meshrec.body.keypoints import get_layout
-
-
-def _bus() -> Path:
-    spec = importlib.util.find_spec("ultralytics")  # not imported: its __init__ needs torchvision
-    path = Path(spec.origin).parent / "assets" / "bus.jpg" if spec and spec.origin else None
-    if path is None or not path.is_file():
-        pytest.skip("needs the photo ultralytics/assets/bus.jpg: pip install --no-deps ultralytics")
-    return path
-
-
-def _mediapipe():
-    try:
-        import mediapipe.python.solutions.pose  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"BlazePose needs mediapipe ({error}): pip install --no-deps mediapipe==0.10.21 "
-                    "&& pip install './plugins/detect[blazepose]'")
+from meshrec.testing.photos import bus_photo, require_mediapipe
 
 
 # Boxes annotated by hand on bus.jpg (x1, y1, x2, y2 pixels, head top to soles, hands included).
@@ -49,7 +32,7 @@ def iou(a, b) -> float:
 def _image() -> np.ndarray:
     from meshrec.io.images import read_image
 
-    return read_image(_bus(), name="bus.jpg")
+    return read_image(bus_photo(), name="bus.jpg")
 
 
 def _match(boxes: np.ndarray) -> dict[str, float]:
@@ -69,7 +52,7 @@ def test_hog_finds_the_person_in_the_light_coat_and_nothing_else():
 
 
 def test_blazepose_finds_the_standing_people_with_keypoints_inside_their_boxes():
-    _mediapipe()
+    require_mediapipe()
     from meshrec_detect.blazepose import BlazePoseDetector
 
     found = BlazePoseDetector().detect(_image())
@@ -88,7 +71,7 @@ def test_blazepose_finds_the_standing_people_with_keypoints_inside_their_boxes()
 @pytest.mark.slow
 def test_fit_on_the_photo_reprojects_onto_the_detected_keypoints_and_renders_over_the_people(body_models_dir,
                                                                                            monkeypatch):
-    _mediapipe()
+    require_mediapipe()
     import meshrec
     from meshrec.camera import default_intrinsics
     from meshrec.io import overlay
@@ -99,7 +82,7 @@ def test_fit_on_the_photo_reprojects_onto_the_detected_keypoints_and_renders_ove
 
     image = _image()
     with pytest.warns(UserWarning, match="default focal length = image diagonal"):
-        prediction = meshrec.predict(_bus(), method="fit", body_model=body_models_dir, device="cpu",
+        prediction = meshrec.predict(bus_photo(), method="fit", body_model=body_models_dir, device="cpu",
                                      detector="blazepose", schedule="fast")
         picture = render_overlay(prediction, image)
     assert 2 <= prediction.num_people <= 4
@@ -139,12 +122,12 @@ def test_a_box_method_gets_one_body_per_detected_person(detector, body_models_di
     if "example" not in meshrec.list_methods():
         pytest.skip("needs the example method: pip install --no-build-isolation ./plugins/example")
     if detector == "blazepose":
-        _mediapipe()
+        require_mediapipe()
     from meshrec.detectors import _instance
     from meshrec.plugins import get_plugin_manager
 
     found = _instance(get_plugin_manager().detectors(), detector, **({"layout": "coco17"} if detector == "blazepose" else {})).detect(_image())
-    prediction = meshrec.predict(_bus(), method="example", body_model=body_models_dir, device="cpu", detector=detector)
+    prediction = meshrec.predict(bus_photo(), method="example", body_model=body_models_dir, device="cpu", detector=detector)
     assert prediction.num_people == len(found) >= 1
     # each template body (arms out, so wider than a person) stands in its detected box: its
     # projection spans the box's height and is centred on it
@@ -158,7 +141,7 @@ def test_a_box_method_gets_one_body_per_detected_person(detector, body_models_di
         height = box[3] - box[1]
         assert abs(lo[1] - box[1]) < 0.1 * height and abs(hi[1] - box[3]) < 0.1 * height, (box, lo, hi)
         assert abs((lo[0] + hi[0]) / 2 - (box[0] + box[2]) / 2) < 0.1 * height, (box, lo, hi)
-    none = meshrec.predict(_bus(), method="example", body_model=body_models_dir, device="cpu", detector=None)
+    none = meshrec.predict(bus_photo(), method="example", body_model=body_models_dir, device="cpu", detector=None)
     assert none.num_people == 1  # without a detector the method's old behaviour: the whole photo
 
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from meshrec.cli import main
+from meshrec.testing.photos import bus_photo, require_mediapipe
 
 
 @pytest.fixture
@@ -41,22 +42,6 @@ def no_smpl(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
-def _bus() -> Path:
-    spec = importlib.util.find_spec("ultralytics")  # not imported: its __init__ needs torchvision
-    path = Path(spec.origin).parent / "assets" / "bus.jpg" if spec and spec.origin else None
-    if path is None or not path.is_file():
-        pytest.skip("needs the photo ultralytics/assets/bus.jpg: pip install --no-deps ultralytics")
-    return path
-
-
-def _mediapipe() -> None:
-    try:
-        import mediapipe.python.solutions.pose  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"BlazePose needs mediapipe ({error}): pip install --no-deps mediapipe==0.10.21 "
-                    "&& pip install './plugins/detect[blazepose]'")
-
-
 def _photo(path: Path) -> Path:
     Image.fromarray(np.full((64, 48, 3), 200, np.uint8)).save(path)
     return path
@@ -70,8 +55,8 @@ STANDING_PEOPLE = 3
 
 @pytest.mark.slow
 def test_photo_demo_on_the_bus_photo(fit_and_detect, no_smpl, tmp_path, capsys):
-    photo = _bus()
-    _mediapipe()
+    photo = bus_photo()
+    require_mediapipe()
     out = tmp_path / "demo"
     assert main(["demo", "--photo", "--out", str(out), "--fast", "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -97,7 +82,7 @@ def test_photo_demo_on_the_bus_photo(fit_and_detect, no_smpl, tmp_path, capsys):
 
 
 def test_photo_demo_on_a_photo_without_people_says_so_and_writes_the_photo(fit_and_detect, no_smpl, tmp_path, capsys):
-    _mediapipe()
+    require_mediapipe()
     photo = _photo(tmp_path / "wall.png")
     out = tmp_path / "out"
     assert main(["demo", "--photo", str(photo), "--out", str(out), "--fast"]) == 0
