@@ -14,6 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import meshrec
+from meshrec.body import JointRegressor
+from meshrec.ops import joint_regression
 from meshrec.scene.points import check_scene_scale
 from meshrec_sahmr.scene import points_in_frustum, square_box
 
@@ -103,7 +105,8 @@ class SAHMR(meshrec.Method):
         joints14, verts431 = build_template(body_model, regressor.to(body_model.v_template.device), downsampling)
         network.metro_enhanced.set_template(joints14.float(), verts431.float(), pids)
         method = cls(network.to(device).eval(), body_model, device, **options)
-        method.regressor = regressor.float().to(device)
+        method.regressor = regressor.float().to(device)  # dense (17, 6890), for the evaluators
+        method.joint_regressor = JointRegressor(regressor).to(device)  # the same, sparse, for predictions
         return method
 
     def check_sample(self, sample: meshrec.Sample) -> None:
@@ -162,7 +165,7 @@ class SAHMR(meshrec.Method):
         generators = None if seed < 0 else [torch.Generator().manual_seed(seed) for _ in range(len(image))]
         out = self.model.mesh_from_root(image, rc, generators)
         vertices = out.pred_c_verts
-        joints = torch.einsum("jv,pvc->pjc", self.regressor.to(vertices.dtype), vertices)
+        joints = joint_regression(vertices, self.joint_regressor.sparse().to(dtype=vertices.dtype))
         people = len(vertices)
         nan = vertices.new_full((), float("nan"))
         root = rc.pred_c_pelvis_refined[:, 0]
