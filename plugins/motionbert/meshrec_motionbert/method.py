@@ -226,16 +226,22 @@ class MotionBERT(meshrec.Method):
         sequence = np.asarray(sample.keypoint_sequence, dtype=np.float64)
         return coco_to_h36m(sequence) if self.options["keypoint_layout"] == "coco17" else sequence
 
-    def regress_sequence(self, clip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """One person's normalised (T, 17, 3) sequence -> rotations (T, 24, 3, 3) and betas (T, 10),
-        through windows (and the flipped pass with ``flip``)."""
-        frames = len(clip)
+    def _windows(self, frames: int) -> tuple[list[int], int, torch.Tensor, torch.Tensor]:
+        """How a sequence of ``frames`` is cut: window starts, window length, and for every frame the
+        window (T,) whose result it takes and its index (T,) in that window."""
         clip_len, overlap = self.options["clip_len"], self.options["window_overlap"]
         overlap = default_overlap(clip_len) if overlap is None else overlap
         starts = window_starts(frames, clip_len, overlap)
         length = min(clip_len, frames)
-        dtype = next(self.model.parameters()).dtype
-        x = torch.as_tensor(clip, dtype=dtype, device=self.device)
+        owner = torch.as_tensor(frame_owners(frames, length, starts), device=self.device)
+        index = torch.arange(frames, device=self.device) - torch.as_tensor(starts, device=self.device)[owner]
+        return starts, length, owner, index
+
+    def regress_sequence(self, clip: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One person's normalised (T, 17, 3) sequence -> rotations (T, 24, 3, 3) and betas (T, 10),
+        through windows (and the flipped pass with ``flip``)."""
+        starts, length, owner, index = self._windows(len(clip))
+        x = torch.as_tensor(clip, dtype=next(self.model.parameters()).dtype, device=self.device)
         windows = torch.stack([x[s:s + length] for s in starts])  # (W, L, 17, 3)
         out = self.model.regress(windows)
         rotmat, betas = out["rotmat"], out["betas"]
@@ -243,8 +249,6 @@ class MotionBERT(meshrec.Method):
             mirrored = self.model.regress(flip_keypoints(windows))
             rotmat = average_rotations(rotmat, flip_rotations(mirrored["rotmat"]))
             betas = (betas + mirrored["betas"]) / 2
-        owner = torch.as_tensor(frame_owners(frames, length, starts), device=self.device)
-        index = torch.arange(frames, device=self.device) - torch.as_tensor(starts, device=self.device)[owner]
         return rotmat[owner, index], betas[owner, index]
 
     @property
@@ -262,11 +266,7 @@ class MotionBERT(meshrec.Method):
     def refine_sequence(self, clip: np.ndarray, rotmat: torch.Tensor) -> torch.Tensor:
         """One person's normalised (T, 17, 3) keypoints and input rotations (T, 24, 3, 3) ->
         refined rotations (T, 24, 3, 3), through windows (and the mirrored pass with ``flip``)."""
-        frames = len(clip)
-        clip_len, overlap = self.options["clip_len"], self.options["window_overlap"]
-        overlap = default_overlap(clip_len) if overlap is None else overlap
-        starts = window_starts(frames, clip_len, overlap)
-        length = min(clip_len, frames)
+        starts, length, owner, index = self._windows(len(clip))
         dtype = next(self.model.parameters()).dtype
         x = torch.as_tensor(clip, dtype=dtype, device=self.device)
         rotmat = rotmat.to(self.device, dtype)
@@ -276,8 +276,6 @@ class MotionBERT(meshrec.Method):
         if self.options["flip"]:
             mirrored = self.model.refine(flip_keypoints(windows), flip_rotations(poses))
             refined = average_rotations(refined, flip_rotations(mirrored))
-        owner = torch.as_tensor(frame_owners(frames, length, starts), device=self.device)
-        index = torch.arange(frames, device=self.device) - torch.as_tensor(starts, device=self.device)[owner]
         return refined[owner, index]
 
     def refine(self, samples: list[meshrec.Sample], predictions: list[meshrec.Prediction]) -> list[meshrec.Prediction]:
