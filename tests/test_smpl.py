@@ -131,6 +131,14 @@ def test_kid_template_matches_smplx(body_models_dir, float64_smplx):
         SMPL(body_models_dir, age="kid")
 
 
+def test_damaged_kid_template_is_refused(body_models_dir, tmp_path):
+    damaged = np.load(body_models_dir / "smpl_kid_template.npy")
+    damaged[5, 1] = np.nan
+    np.save(tmp_path / "smpl_kid_template.npy", damaged)
+    with pytest.raises(ValueError, match=r"smpl_kid_template.npy: the kid template holds 1 NaN or infinite"):
+        SMPL(body_models_dir, age="kid", kid_template_path=tmp_path / "smpl_kid_template.npy")
+
+
 @pytest.mark.parametrize("use_pca", [True, False])
 def test_smplh_matches_smplx(body_models_dir, backend, exact_smplx_rodrigues, use_pca):
     dtype = torch.float64

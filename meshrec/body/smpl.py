@@ -216,9 +216,13 @@ class SMPL(nn.Module):
         if age == "kid":
             if kid_template_path is None:
                 raise ValueError("age='kid' needs kid_template_path (the SMIL template, smpl_kid_template.npy)")
-            kid = np.load(find_body_model_file([Path(kid_template_path).name], kid_template_path), allow_pickle=False)
+            kid_file = find_body_model_file([Path(kid_template_path).name], kid_template_path)
+            kid = np.load(kid_file, allow_pickle=False)
             if kid.shape != template.shape:
                 raise ValueError(f"kid template has shape {kid.shape}, the model's template {template.shape}")
+            if not np.isfinite(kid).all():
+                raise ValueError(f"{kid_file}: the kid template holds {int((~np.isfinite(kid)).sum())} NaN or "
+                                 "infinite values; the file is damaged, get it again (smpl_kid_template.npy)")
             # As smplx: the centred kid template minus the (uncentred) adult one is one more beta.
             kid_offset = (kid - kid.mean(axis=0)) - template
             shapedirs = np.concatenate([shapedirs, kid_offset[:, :, None]], axis=2)
