@@ -305,8 +305,12 @@ def _command_demo(args: argparse.Namespace) -> int:
             raise SystemExit(f"meshrec demo: method {args.method!r} has no photo demo; `meshrec demo --photo` runs "
                              "the 'fit' method's (pip install --no-build-isolation ./plugins/fit ./plugins/detect)")
         extra = {"photo": True if args.photo == "" else Path(args.photo), "detector": args.detector}
-    elif args.detector is not None:
-        raise SystemExit("meshrec demo: --detector picks the photo demo's keypoint detector; add --photo")
+        if args.camera is not None:
+            fx, fy, cx, cy = args.camera
+            extra["camera"] = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+    elif args.detector is not None or args.camera is not None:
+        raise SystemExit("meshrec demo: --detector and --camera are the photo demo's (its keypoint detector and the "
+                         "photo's intrinsics); add --photo")
     try:
         demo_of.demo(out=Path(args.out), fast=args.fast, body_model=args.body_models, progress=args.progress, **extra)
     except NotImplementedError as error:
@@ -391,6 +395,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="run the photo demo instead: detect the people's keypoints (meshrec-detect), fit a body "
                            "to each, draw them over the photo; without PATH, ultralytics' sample bus.jpg "
                            "(pip install ultralytics --no-deps)")
+    demo.add_argument("--camera", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                      help="the photo demo's intrinsics in pixels (default: focal length = image diagonal, centred)")
     demo.add_argument("--detector", metavar="NAME", help="the photo demo's keypoint detector (default: the first "
                       "installed that loads; `meshrec plugins` lists them)")
     demo.add_argument("--method", default="fit", help="whose demo to run (default: fit)")

@@ -143,7 +143,7 @@ def _side_by_side(overlay: np.ndarray, side: np.ndarray, height: int = PICTURE_H
 
 def run_photo_demo(photo: str | Path | None = None, out: str | Path = "meshrec-demo", fast: bool = False,
                    body_model: str | Path | None = None, progress: bool | None = None,
-                   detector: str | None = None) -> dict[str, Any]:
+                   detector: str | None = None, camera: Any = None) -> dict[str, Any]:
     """Runs the photo demo (see the module docstring) and returns its numbers; files go to ``out``.
 
     Args:
@@ -157,6 +157,7 @@ def run_photo_demo(photo: str | Path | None = None, out: str | Path = "meshrec-d
             synthetic mannequin).
         progress: the fit's progress bar (default: on a terminal).
         detector: a registered keypoint detector's name (default: the first installed that loads).
+        camera: (3, 3) intrinsics of the photo in pixels; default: focal length = image diagonal.
 
     Returns:
         A dict: photo, image_size, body_model, detector, schedule, intrinsics, people (per person:
@@ -193,10 +194,17 @@ def run_photo_demo(photo: str | Path | None = None, out: str | Path = "meshrec-d
          f"{len(found)} {'person' if len(found) == 1 else 'people'} in {seconds['detect']:.1f} s "
          f"(+ {start_seconds:.1f} s to start it)")
 
-    # A photo has no intrinsics: meshrec's default, focal length = image diagonal (CLIFF's).
-    intrinsics = default_intrinsics(height, width, torch.float64).numpy()
-    _say(f"camera: the photo has no intrinsics; meshrec's default focal length = image diagonal = "
-         f"{intrinsics[0, 0]:.0f} px (a 53 degree diagonal field of view)")
+    if camera is not None:
+        intrinsics = np.asarray(camera, dtype=np.float64)
+        if intrinsics.shape != (3, 3) or not np.isfinite(intrinsics).all() or min(intrinsics[0, 0], intrinsics[1, 1]) <= 0:
+            raise ValueError(f"camera must be finite (3, 3) intrinsics with positive focal lengths, got {camera!r}")
+        _say(f"camera: fx {intrinsics[0, 0]:.0f}, fy {intrinsics[1, 1]:.0f}, centre ({intrinsics[0, 2]:.0f}, "
+             f"{intrinsics[1, 2]:.0f}) px")
+    else:
+        # A photo has no intrinsics: meshrec's default, focal length = image diagonal (CLIFF's).
+        intrinsics = default_intrinsics(height, width, torch.float64).numpy()
+        _say(f"camera: the photo has no intrinsics; meshrec's default focal length = image diagonal = "
+             f"{intrinsics[0, 0]:.0f} px (a 53 degree diagonal field of view; --camera FX FY CX CY for yours)")
     stem = path.stem
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -101,14 +101,14 @@ class Fit(meshrec.Method):
 
     @classmethod
     def demo(cls, out: Path, fast: bool = False, body_model: Any = None, progress: bool | None = None,
-             photo: Path | bool | None = None, detector: str | None = None) -> dict[str, Any]:
+             photo: Path | bool | None = None, detector: str | None = None, camera: Any = None) -> dict[str, Any]:
         """``meshrec demo``: see :mod:`meshrec_fit.demo`. With ``photo`` (a path, or True for
         ultralytics' bus.jpg): ``meshrec demo --photo``, see :mod:`meshrec_fit.demo_photo`."""
         if photo is not None and photo is not False:
             from meshrec_fit.demo_photo import run_photo_demo
 
             return run_photo_demo(None if photo is True else photo, out=out, fast=fast, body_model=body_model,
-                                  progress=progress, detector=detector)
+                                  progress=progress, detector=detector, camera=camera)
         from meshrec_fit.demo import run_demo
 
         return run_demo(out=out, fast=fast, body_model=body_model, progress=progress)

@@ -127,6 +127,20 @@ def test_detector_needs_photo_and_a_method_without_photo_demo_says_so(plugin_man
         main(["demo", "--method", "example", "--photo", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="add --photo"):
         main(["demo", "--method", "example", "--detector", "blazepose", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="add --photo"):
+        main(["demo", "--method", "example", "--camera", "900", "900", "320", "240", "--out", str(tmp_path)])
+
+
+def test_photo_demo_takes_the_photos_intrinsics(fit_and_detect, no_smpl, tmp_path, capsys):
+    """--camera: the fit and the drawing use the given intrinsics instead of the default."""
+    require_mediapipe()
+    photo = _photo(tmp_path / "wall.png")  # 48 x 64, nobody in it: the camera is all that is checked
+    out = tmp_path / "out"
+    assert main(["demo", "--photo", str(photo), "--camera", "90", "95", "20", "30", "--out", str(out), "--fast"]) == 0
+    assert "camera: fx 90, fy 95, centre (20, 30) px" in capsys.readouterr().out
+    results = json.loads((out / "wall_results.json").read_text())
+    assert results["intrinsics"] == [[90.0, 0.0, 20.0], [0.0, 95.0, 30.0], [0.0, 0.0, 1.0]]
+    assert main(["demo", "--photo", str(photo), "--camera", "0", "95", "20", "30", "--out", str(out)]) == 2
 
 
 # -- the number it reports ------------------------------------------------------------------------
