@@ -333,7 +333,8 @@ template <typename T>
 cudaError_t launch_smpl_blend_skin(const SMPLModelView<T>& model, const SMPLBodies<T>& bodies,
                                    const T* coefficients, const T* transforms, T* vertices, T* posed,
                                    cudaStream_t stream) {
-  if (bodies.count == 0) return cudaSuccess;
+  // No vertices (a model restricted to none: joints only) is no work, not an empty grid.
+  if (bodies.count == 0 || model.num_vertices == 0) return cudaSuccess;
   const int64_t groups = (bodies.count + kSMPLGroup - 1) / kSMPLGroup;
   const unsigned int panels = static_cast<unsigned int>((3 * static_cast<int64_t>(model.num_vertices) + kPanelColumns - 1) /
                                                         kPanelColumns);
@@ -377,7 +378,7 @@ cudaError_t launch_smpl_regress_transposed(const T* in, int64_t in_rows, const i
 template <typename T>
 cudaError_t launch_smpl_skin_backward(const SMPLModelView<T>& model, const SMPLGradients<T>& grads,
                                       const T* transforms, int64_t count, T* grad_posed, cudaStream_t stream) {
-  if (count == 0) return cudaSuccess;
+  if (count == 0 || model.num_vertices == 0) return cudaSuccess;
   skin_backward_kernel<T><<<blocks_for(count * model.num_vertices), kThreadsPerBlock, 0, stream>>>(
       model, grads, transforms, count, grad_posed);
   return cudaGetLastError();
