@@ -636,15 +636,19 @@ class SMPL(nn.Module):
                                  "them (requires_grad_(False)) or learn a v_template offset instead")
 
         arrays, vertex_joints, joint_regressor = self._kernel_inputs()
-        vertex_template, joint_template = self._templates(v_template, arrays, joint_regressor)
-        selection = None
+        selection = union = None
         if vertex_ids is not None or not return_verts:
-            key = None if vertex_ids is None else tuple(_vertex_selection(vertex_ids, num_vertices).tolist())
+            if vertex_ids is None or (isinstance(vertex_ids, tuple) and vertex_ids in self._selection_cache):
+                key = vertex_ids  # checked when it was cached: a fitting loop passes the same tuple each call
+            else:
+                key = tuple(_vertex_selection(vertex_ids, num_vertices).tolist())
             arrays, vertex_joints, union, selection = self._selected_inputs(key, arrays, vertex_joints)
-            if vertex_template is not None:
-                vertex_template = vertex_template.index_select(1, union)
             if vertex_ids is None:
                 selection = None
+        # The model's own template comes restricted with the arrays; a per-call one is restricted here.
+        vertex_template, joint_template = self._templates(v_template, arrays, joint_regressor)
+        if union is not None and vertex_template.shape[1] != arrays.v_template.shape[0]:
+            vertex_template = vertex_template.index_select(1, union)
         mapped = self.joint_mapper is not None
         vertices, joints = _smpl_lbs(betas, rotations, arrays, None if mapped else transl, vertex_template,
                                      joint_template, vertex_joints)
