@@ -103,6 +103,7 @@ class KeypointModel(nn.Module):
             self.register_buffer("indices", torch.tensor([int(s.split(":")[1]) for s in layout.sources]))
             sparse = h36m_regressor.sparse()
             self._support = sparse.support()
+            self._support_ids = tuple(self._support.tolist())  # one tuple: a fit passes it on every call
             self._support_regressor = sparse.select_vertices(self._support)
         else:
             self.register_buffer("indices", torch.tensor([SMPL_OUTPUT_JOINT_NAMES.index(s) for s in layout.sources]))
@@ -114,7 +115,7 @@ class KeypointModel(nn.Module):
         path) gives ``vertices`` that :meth:`forward` accepts in place of the full mesh."""
         if self.h36m_regressor is None:
             return None
-        return tuple(self._support.tolist())
+        return self._support_ids
 
     def forward(self, vertices: torch.Tensor | None, joints: torch.Tensor) -> torch.Tensor:
         """vertices (B, V, 3) or only those of :attr:`vertex_ids` (B, n, 3), or None when
